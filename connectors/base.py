@@ -1,0 +1,103 @@
+"""What every connector is: a name, the kind of data it yields, and ``read(path, source)``.
+
+A connector turns one raw file into canonical Arrow rows plus quarantine rows, and accounts for
+every record: ``rows == accepted + quarantined + ignored`` always holds (``ignored`` counts records
+that carry no event, such as blank lines or FIX session messages).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal, Protocol
+
+import pyarrow as pa
+
+from appliance.schema import QUARANTINE
+
+Kind = Literal["orders", "market"]
+
+
+class InputRefused(Exception):
+    """The whole file is refused (e.g. a required column is missing). Exit code INPUT_ERROR."""
+
+    def __init__(self, path: str | Path, where: str, reason: str, hint: str = "") -> None:
+        self.path = str(path)
+        self.where = where
+        self.reason = reason
+        self.hint = hint
+        msg = f"{path}: {where}: {reason}"
+        super().__init__(f"{msg} ({hint})" if hint else msg)
+
+
+@dataclass
+class ReadResult:
+    """The outcome of reading one file.
+
+    ``events`` follows the connector's canonical schema (ORDER_EVENTS or MARKET_DATA) and
+    ``quarantine`` follows QUARANTINE. ``reasons`` counts quarantined records per reason.
+    """
+
+    events: pa.Table
+    quarantine: pa.Table
+    rows: int
+    ignored: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accepted(self) -> int:
+        return self.events.num_rows
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.num_rows
+
+    def check_balance(self) -> None:
+        """Raise AssertionError when a record went unaccounted for (a connector bug)."""
+        total = self.accepted + self.quarantined + self.ignored
+        if total != self.rows:
+            raise AssertionError(
+                f"record balance broken: rows={self.rows} accepted={self.accepted} "
+                f"quarantined={self.quarantined} ignored={self.ignored}"
+            )
+
+
+class Connector(Protocol):
+    """One input format. Implementations live one per module and are listed in the registry."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    description: ClassVar[str]
+    version: ClassVar[str]
+
+    def read(self, path: Path, source: str) -> ReadResult:
+        """Parse ``path`` (whose file id is ``source``) into canonical and quarantine rows."""
+        ...
+
+
+def quarantine_table(
+    source: str,
+    path: str,
+    lines: list[int],
+    offsets: list[int],
+    steps: list[str],
+    fields: list[str | None],
+    reasons: list[str],
+    raws: list[bytes],
+) -> pa.Table:
+    """Build a QUARANTINE table from parallel column lists (only for the rejected minority)."""
+    n = len(lines)
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "path": pa.array([path] * n, pa.string()),
+            "line": pa.array(lines, pa.int64()),
+            "offset": pa.array(offsets, pa.int64()),
+            "step": pa.array(steps, pa.string()),
+            "field": pa.array(fields, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw": pa.array(raws, pa.binary()),
+        },
+        schema=QUARANTINE,
+    )
