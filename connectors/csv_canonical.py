@@ -107,6 +107,7 @@ class _CanonicalDelimited:
                     column_types={c: pa.string() for c in names},
                     include_columns=wanted,
                     strings_can_be_null=True,
+                    null_values=[""],
                 ),
             )
         except pa.ArrowInvalid as exc:  # pre-scan should make this unreachable

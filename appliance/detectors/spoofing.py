@@ -159,7 +159,7 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
                 if other > 0:
                     opp_n[s] += 1
                     opp_qty[s] += x
-                    imb_sum[s] += other / (other + resting[s] + x)
+                    imb_sum[s] += other / (other + resting[s])
                 last_fill_ts[s] = t
                 last_fill_qty[s] = x
                 if o_open[o]:

@@ -1,0 +1,92 @@
+import pyarrow.parquet as pq
+import pytest
+
+from appliance import config, pipeline, store
+from appliance.ingest import ingest_file
+from appliance.service import Service
+from tests.scenarios import Book
+
+
+def day_book() -> Book:
+    book = Book()
+    for trader in ("S1", "S2"):
+        for k in range(3):
+            book.spoof_cycle(k * 2.0 + (5 if trader == "S2" else 0), trader, f"{trader}{k}",
+                             symbol="ESZ6" if trader == "S1" else "NQZ6")
+    for mm in ("MM1", "MM2", "MM3"):
+        book.market_maker(1.0, mm, 10)
+    return book
+
+
+def fresh(tmp_path, name, extra=""):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "surveil.toml").write_text(extra or config.example_text())
+    cfg = config.load(d / "surveil.toml")
+    con = store.connect(cfg.store_path, create=True)
+    return cfg, con
+
+
+def clusters_of(cfg, run_id):
+    t = pq.read_table(cfg.data_dir / "runs" / run_id / "spoofing")
+    return t.to_pylist()
+
+
+def test_results_do_not_depend_on_partitions_or_ray(tmp_path):
+    src = day_book().write(tmp_path / "orders.csv")
+    outputs = []
+    for name, mode, parts in (("one", "inprocess", 1), ("three", "inprocess", 3),
+                              ("ray", "ray", 2)):
+        cfg, con = fresh(tmp_path, name, f"\n[pipeline]\npartitions = {parts}\n")
+        ingest_file(cfg, con, src, "csv", "test")
+        summary = pipeline.run(cfg, con, mode=mode)
+        assert summary.mode == mode and summary.partitions == min(parts, 5)
+        outputs.append((clusters_of(cfg, summary.run_id),
+                        [{k: v for k, v in a.items() if k not in ("id", "run_id")}
+                         for a in Service(cfg).alerts()]))
+    assert outputs[0] == outputs[1] == outputs[2]
+    alerts = outputs[0][1]
+    assert {a["trader"] for a in alerts} == {"S1", "S2"}
+    assert len(outputs[0][0]) == 5  # S1, S2 and three market makers, one burst each
+
+
+def test_run_scores_only_new_work_and_a_rescored_date_supersedes(tmp_path):
+    cfg, con = fresh(tmp_path, "d")
+    first = Book()
+    for k in range(3):
+        first.spoof_cycle(k * 2.0, "S1", f"a{k}")
+    ingest_file(cfg, con, first.write(tmp_path / "a.csv"), "csv", "t")
+    s1 = pipeline.run(cfg, con, mode="inprocess")
+    assert s1.alerts == {"spoofing": 1}
+    assert pipeline.run(cfg, con, mode="inprocess").run_id is None  # nothing new
+
+    second = Book()
+    for k in range(3):
+        second.spoof_cycle(100 + k * 2.0, "S9", f"b{k}")
+    ingest_file(cfg, con, second.write(tmp_path / "b.csv"), "csv", "t")
+    s2 = pipeline.run(cfg, con, mode="inprocess")
+    assert s2.input_files == 2  # the date is rescored whole
+    current = Service(cfg).alerts()
+    assert {a["trader"] for a in current} == {"S1", "S9"}
+    assert {a["run_id"] for a in current} == {s2.run_id}
+    total = con.execute("select count(*) from alerts").fetchone()[0]
+    assert total == 3  # the first run's alert is still there, for audit
+
+
+def test_run_records_versions_and_inputs(tmp_path):
+    cfg, con = fresh(tmp_path, "v")
+    path = Book().spoof_cycle(0, "S1", "x").write(tmp_path / "a.csv")
+    report = ingest_file(cfg, con, path, "csv", "t")
+    s = pipeline.run(cfg, con, mode="inprocess")
+    run = next(store.rows(con, "select * from runs"))
+    assert run["code_version"].startswith("0.1.0+") and run["config_hash"] == cfg.digest
+    assert run["etl_version"].startswith("etl-")
+    inputs = list(store.rows(con, "select * from run_inputs where run_id = ?", (s.run_id,)))
+    assert [(i["file_id"], len(i["sha256"])) for i in inputs] == [(report.file_id, 64)]
+
+
+@pytest.mark.parametrize("gap,expected", [(0.1, 3), (5.0, 1)])
+def test_gap_from_config_changes_clusters(tmp_path, gap, expected):
+    cfg, con = fresh(tmp_path, f"g{gap}", f"\n[cluster]\ngap_seconds = {gap}\n")
+    ingest_file(cfg, con, Book().spoof_cycle(0, "S1", "x").write(tmp_path / "a.csv"), "csv", "t")
+    assert pipeline.run(cfg, con, mode="inprocess").clusters == {"spoofing": expected}

@@ -1,0 +1,1 @@
+"""The officer's console (Textual). Reads and acts only through ``appliance.service``."""
