@@ -56,20 +56,22 @@ def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
+    table = Table(title=title, show_lines=False, pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    Console().print(table)
+    # A pipe gets a wide table (rich would assume 80 columns) so rows are never folded.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def _alert_rows(alerts: list[dict[str, Any]]) -> list[list[Any]]:
     return [[a["id"], a["score"], a["detector"], a["trader"], a["account"], a["symbol"],
-             a["start_ts"][:23] + "Z", a["n_events"]] for a in alerts]  # fmt: skip
+             a["start_ts"][:10], a["start_ts"][11:23], a["n_events"]] for a in alerts]  # fmt: skip
 
 
-ALERT_COLUMNS = ["id", "score", "detector", "trader", "account", "symbol", "start (UTC)", "events"]
+ALERT_COLUMNS = ["id", "score", "detector", "trader", "account", "symbol", "date", "start UTC",
+                 "events"]
 
 
 # --------------------------------------------------------------------------- commands

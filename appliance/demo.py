@@ -28,8 +28,10 @@ def _fresh_dir(target: Path) -> None:
         if not (target / MARKER).exists() and any(target.iterdir()):
             raise config.ConfigError(
                 f"{target}: exists and is not a demo directory; pass another --dir")
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+        for entry in target.iterdir():  # keep compiled kernels: the demo reruns in seconds
+            if entry.name != "cache":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    target.mkdir(parents=True, exist_ok=True)
     (target / MARKER).write_text("created by `surveil demo`; removed by the next demo run\n")
 
 
@@ -96,12 +98,15 @@ def _print(target: Path, alerts, episodes, summary) -> None:
     _table(ALERT_COLUMNS, _alert_rows(alerts[:TOP]),
            f"Top {min(TOP, len(alerts))} of {len(alerts)} alerts (run {summary.run_id}, "
            f"{summary.mode}, {summary.seconds}s)")
+    from appliance.detectors import REGISTRY
+
     by_pattern: dict[str, list[dict]] = {}
     for ep in episodes:
         by_pattern.setdefault(ep["pattern"], []).append(ep)
     for pattern, eps in sorted(by_pattern.items()):
         hit = sum(1 for e in eps if e["alert_id"] is not None)
-        console.print(f"injected {pattern} episodes alerted: {hit}/{len(eps)}")
+        note = "" if pattern in REGISTRY else "  (no detector for this pattern yet)"
+        console.print(f"injected {pattern} episodes inside an alert: {hit}/{len(eps)}{note}")
     cfg = target / config.DEFAULT_NAME
     console.print(f"\nexplore: surveil --config {cfg} show {alerts[0]['id'] if alerts else 'ID'}"
                   f" --raw   |   surveil --config {cfg} console")

@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -162,20 +163,33 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path(f"/tmp/surveil-ray-{os.getuid()}")
 
 
+def _loopback_only() -> None:
+    """Make a private Ray use 127.0.0.1 as its node address, so that every Ray server (GCS,
+    raylet, object manager, workers) binds to loopback only. On Linux Ray otherwise picks the
+    host's routable address and listens there; this switch (read by Ray when it is imported,
+    and inherited by its workers) is the one Ray uses for single-machine operation."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray was imported earlier in this process
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextmanager
 def ray_session(cfg: Config):
     """Start (or join) Ray for the duration of a run. Private Ray binds to 127.0.0.1 only, has no
     dashboard, and sends no usage statistics."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    address = cfg.get("ray.address") or None
+    if address is None:
+        _loopback_only()
     import ray
 
     if ray.is_initialized():
         yield ray
         return
-    address = cfg.get("ray.address") or None
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
-        "logging_level": "WARNING",
+        "logging_level": "ERROR",
         "log_to_driver": False,
         "configure_logging": True,
     }

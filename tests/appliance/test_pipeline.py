@@ -90,3 +90,28 @@ def test_gap_from_config_changes_clusters(tmp_path, gap, expected):
     cfg, con = fresh(tmp_path, f"g{gap}", f"\n[cluster]\ngap_seconds = {gap}\n")
     ingest_file(cfg, con, Book().spoof_cycle(0, "S1", "x").write(tmp_path / "a.csv"), "csv", "t")
     assert pipeline.run(cfg, con, mode="inprocess").clusters == {"spoofing": expected}
+
+
+def _listening() -> set[tuple[str, int]]:
+    """(local address hex, port) of every listening TCP socket, from /proc."""
+    found = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A":  # LISTEN
+                    addr, port = local.split(":")
+                    found.add((addr, int(port, 16)))
+    return found
+
+
+def test_private_ray_listens_on_loopback_only(cfg):
+    loopback = {"0100007F", "00000000000000000000000001000000",
+                "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::1, ::ffff:127.0.0.1
+    before = _listening()
+    with pipeline.ray_session(cfg) as ray:
+        assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
+        opened = _listening() - before
+    assert opened, "Ray opened no socket at all?"
+    assert {addr for addr, _ in opened} <= loopback, opened
+    assert (cfg.data_dir / "ray").exists() or pipeline.ray_temp_dir(cfg.data_dir).exists()
