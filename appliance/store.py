@@ -138,7 +138,7 @@ class StoreError(Exception):
 
 
 def connect(path: str | Path, *, create: bool = False) -> apsw.Connection:
-    """Open (and migrate) the store at ``path``. With ``create=False`` a missing store is an error."""
+    """Open (and migrate) the store at ``path``; without ``create`` a missing store is an error."""
     path = Path(path)
     if not create and not path.exists():
         raise StoreError(f"{path}: no store here (run `surveil init DIR` first)")

@@ -4,11 +4,19 @@ it is explicit and survives PyInstaller freezing)."""
 from __future__ import annotations
 
 from connectors.base import Connector, InputRefused, ReadResult
+from connectors.cat_json import CatJsonConnector
 from connectors.csv_canonical import CanonicalCsv, MarketCsv
+from connectors.fix import FixConnector
+from connectors.lobster import LobsterConnector
+from connectors.vendor import VendorConnector
 
 REGISTRY: dict[str, type[Connector]] = {
     CanonicalCsv.name: CanonicalCsv,
     MarketCsv.name: MarketCsv,
+    FixConnector.name: FixConnector,
+    LobsterConnector.name: LobsterConnector,
+    CatJsonConnector.name: CatJsonConnector,
+    VendorConnector.name: VendorConnector,
 }
 
 
@@ -17,7 +25,8 @@ def get_connector(name: str) -> Connector:
     try:
         return REGISTRY[name]()
     except KeyError:
-        raise KeyError(f"unknown format {name!r}; choose one of: {', '.join(sorted(REGISTRY))}") from None
+        choices = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"unknown format {name!r}; choose one of: {choices}") from None
 
 
 __all__ = ["REGISTRY", "Connector", "InputRefused", "ReadResult", "get_connector"]

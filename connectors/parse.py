@@ -46,7 +46,7 @@ def parse_iso_utc(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
 
 
 def parse_number(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Parse decimal numbers to float64; NaN, inf and text are bad. Returns (values, missing, bad)."""
+    """Parse decimals to float64; NaN, inf and text are bad. Returns (values, missing, bad)."""
     col = pc.utf8_trim_whitespace(col)
     missing = _as_mask(pc.or_kleene(pc.is_null(col), pc.equal(col, "")))
     shaped = _as_mask(pc.match_substring_regex(col, _NUMBER))
@@ -54,7 +54,9 @@ def parse_number(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     return values, missing, ~shaped & ~missing
 
 
-def normalise_tokens(col: pa.Array, table: dict[str, str]) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def normalise_tokens(
+    col: pa.Array, table: dict[str, str]
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Map vendor tokens to canonical values (case-insensitive). Returns (values, missing, bad)."""
     key = pc.utf8_upper(pc.utf8_trim_whitespace(col))
     missing = _as_mask(pc.or_kleene(pc.is_null(key), pc.equal(key, "")))

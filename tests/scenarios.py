@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HEADER = "ts,firm,trader,account,symbol,side,event,order_id,price,qty,leaves_qty,exec_qty,exec_price,venue"
+HEADER = ("ts,firm,trader,account,symbol,side,event,order_id,price,qty,leaves_qty,exec_qty,"
+          "exec_price,venue")
 BASE = "2026-11-23T14:30:"
 
 

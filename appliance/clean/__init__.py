@@ -115,7 +115,10 @@ MARKET_STEPS: tuple[Step, ...] = (
 STEPS = {"orders": ORDER_STEPS, "market": MARKET_STEPS}
 
 
-def apply_steps(table: pa.Table, kind: str) -> tuple[pa.Table, list[tuple[np.ndarray, str, str | None, str]]]:
+Rejected = list[tuple[np.ndarray, str, str | None, str]]
+
+
+def apply_steps(table: pa.Table, kind: str) -> tuple[pa.Table, Rejected]:
     """Run every step for ``kind`` in order. Returns the kept rows and, for the rejected ones,
     ``(original row indices, reason, field, step name)``; a row is rejected by its first step."""
     alive = np.arange(table.num_rows)

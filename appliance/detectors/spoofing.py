@@ -42,6 +42,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("side_switches", "count", "times the dominant resting side flipped"),
     Feature("msgs_per_s", "1/s", "events ÷ duration"),
     Feature("bait_cancel_share", "ratio", "bait cancelled quantity ÷ bait entered quantity"),
+    Feature("fill_triggered_share", "ratio", "fill-triggered bait cancels ÷ all bait cancels"),
 )  # fmt: skip
 F = {f.name: i for i, f in enumerate(FEATURES)}
 
@@ -59,7 +60,7 @@ def _nz(x):  # pragma: no cover - numba
 def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, exec_qty,
                     trigger_ns, size_multiple):  # pragma: no cover - numba
     nc = starts.shape[0] - 1
-    out = np.full((nc, 21), np.nan)
+    out = np.full((nc, 22), np.nan)
     o_side = np.full(n_orders, -1, np.int8)
     o_entry = np.zeros(n_orders, np.int64)
     o_open = np.zeros(n_orders, np.bool_)
@@ -168,11 +169,10 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
                     o_leaves[o] = max(rest, 0.0)
                     o_open[o] = o_leaves[o] > 0
                     resting[s] += o_leaves[o]
-            elif e == _REJECT:
-                if o_open[o]:
-                    resting[s] -= o_leaves[o]
-                    o_open[o] = False
-                    o_leaves[o] = 0.0
+            elif e == _REJECT and o_open[o]:
+                resting[s] -= o_leaves[o]
+                o_open[o] = False
+                o_leaves[o] = 0.0
             for k in range(2):
                 if resting[k] < 1e-9:
                     resting[k] = 0.0
@@ -221,6 +221,7 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
         out[c, 18] = switches
         out[c, 19] = (b - a) / max(duration, 1e-3)
         out[c, 20] = cancel_qty[bait] / new_qty[bait] if new_qty[bait] > 0 else np.nan
+        out[c, 21] = trig[bait] / n_cancel[bait] if n_cancel[bait] > 0 else np.nan
     return out
 
 
@@ -246,15 +247,19 @@ class Spoofing:
 
     @staticmethod
     def _rules(m: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """(fired mask, log2-odds weight) per rule, in explanation order."""
-        big = np.nan_to_num(m[:, F["size_ratio"]]) >= SIZE_MULTIPLE
+        """(fired mask, log2-odds weight) per rule, in explanation order. "Dominant" bait means
+        large against the genuine orders *and* most of the trader's own resting interest when
+        the genuine orders filled: a two-sided market maker's ladder is large but balanced."""
+        imbalance = np.nan_to_num(m[:, F["imbalance_at_fill"]])
+        dominant = (np.nan_to_num(m[:, F["size_ratio"]]) >= SIZE_MULTIPLE) & (imbalance >= 0.75)
         trig = np.nan_to_num(m[:, F["fill_triggered_cancels"]])
+        share = np.nan_to_num(m[:, F["fill_triggered_share"]])
         fill_rate = m[:, F["bait_fill_rate"]]
         return [
-            (big, 2.5),
+            (dominant, 2.5),
             (np.nan_to_num(m[:, F["opp_fill_count"]]) >= 1, 2.0),
-            (big & (trig >= 1), 2.0),
-            (big & (trig >= 3), 2.0),
+            (dominant & (trig >= 1), 2.0),
+            (dominant & (trig >= 3) & (share >= 0.2), 2.0),
             (~np.isnan(fill_rate) & (np.nan_to_num(fill_rate) <= 0.05), 1.0),
             (np.nan_to_num(m[:, F["bait_mean_lifetime_ms"]], nan=np.inf) < 2000, 0.5),
         ]
@@ -271,12 +276,14 @@ class Spoofing:
         side = "buy" if v["bait_side"] > 0 else "sell"
         texts = [
             f"size relative to the trader's own opposite interest: {side} orders resting up to "
-            f"{v['bait_max_resting']:g} lots, {v['size_ratio']:.1f}× the genuine order size",
+            f"{v['bait_max_resting']:g} lots, {v['size_ratio']:.1f}× the genuine order size and "
+            f"{100 * v['imbalance_at_fill']:.0f}% of the trader's resting interest at the fills",
             f"opposite-side executions while the large orders rested: {v['opp_fill_count']:g} "
             f"fills, {v['opp_fill_qty']:g} lots",
             f"cancel timed off the fill: large orders cancelled "
             f"{v['min_fill_to_cancel_ms']:.0f} ms after an opposite-side execution",
-            f"historical pattern: fill-then-cancel repeated {v['fill_triggered_cancels']:g} times",
+            f"historical pattern: fill-then-cancel repeated {v['fill_triggered_cancels']:g} times "
+            f"({100 * v['fill_triggered_share']:.0f}% of bait cancels)",
             f"orders rarely meant to trade: bait fill rate {100 * v['bait_fill_rate']:.2f}%",
             f"short exposure to the market: bait orders lived {v['bait_mean_lifetime_ms']:.0f} ms"
             " on average",

@@ -17,7 +17,8 @@ BROKEN = {
 
 def test_example_file_is_generated_from_the_spec():
     checked_in = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    assert checked_in == config.example_text(), "regenerate: surveil config example > config.example.toml"
+    hint = "regenerate: surveil config example > config.example.toml"
+    assert checked_in == config.example_text(), hint
 
 
 def test_example_parses_to_the_defaults():

@@ -28,7 +28,7 @@ def test_one_spoof_cycle_features_by_hand(tmp_path):
         "bait_fill_rate": 0, "genuine_fill_rate": 1, "opp_fill_qty": 2, "opp_fill_count": 1,
         "fill_triggered_cancels": 1, "min_fill_to_cancel_ms": 150, "bait_mean_lifetime_ms": 400,
         "bait_cancel_under_1s": 1, "imbalance_at_fill": 40 / 42, "side_switches": 1,
-        "msgs_per_s": 4 / 0.45, "bait_cancel_share": 1,
+        "msgs_per_s": 4 / 0.45, "bait_cancel_share": 1, "fill_triggered_share": 1,
     }  # fmt: skip
     for name, value in expected.items():
         assert f[name] == pytest.approx(value, rel=1e-9), name
@@ -44,13 +44,31 @@ def test_repetition_raises_the_score_and_every_fired_rule_is_explained(tmp_path)
     assert f["fill_triggered_cancels"] == 4
     assert DET.score(matrix).score.tolist() == [700]
     reasons = DET.explain(matrix[0])
-    assert len(reasons) == 6 and any("repeated 4 times" in r for r in reasons)
+    assert len(reasons) == 6 and any("repeated 4 times (100% of bait" in r for r in reasons)
+
+
+def test_balanced_ladder_is_large_but_not_dominant(tmp_path):
+    book = Book()
+    for k in range(6):  # a ladder on both sides, small fills, cancels after each fill
+        t = k * 1.0
+        for lvl in range(4):
+            book.add(t, "MM", "BUY", "NEW", f"b{k}{lvl}", 99 - lvl, 10, 10)
+            book.add(t, "MM", "SELL", "NEW", f"s{k}{lvl}", 101 + lvl, 10, 10)
+        book.add(t + 0.2, "MM", "BUY", "FILL", f"b{k}0", 99, 10, 8, 2, 99)
+        for lvl in range(4):
+            book.add(t + 0.3, "MM", "SELL", "CANCEL", f"s{k}{lvl}", 101 + lvl, 10, 0)
+            book.add(t + 0.3, "MM", "BUY", "CANCEL", f"b{k}{lvl}", 99 - lvl, 10, 0)
+    (f,), matrix = features(book, tmp_path)
+    assert f["size_ratio"] >= 4 and f["fill_triggered_cancels"] >= 3
+    assert f["imbalance_at_fill"] == pytest.approx(0.5, abs=0.05)
+    assert DET.score(matrix).score[0] < 500
 
 
 def test_two_sided_market_maker_is_not_an_alert(tmp_path):
     (f,), matrix = features(Book().market_maker(0.0, "MM", 20), tmp_path)
     assert f["cancel_ratio"] > 0.9  # cancels as much as a spoofer ...
     assert f["size_ratio"] == pytest.approx(1.0)  # ... but quotes both sides alike
+    assert f["imbalance_at_fill"] == pytest.approx(0.5)
     assert DET.score(matrix).score[0] < 500
 
 
