@@ -158,6 +158,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_reference_load(args: argparse.Namespace) -> int:
+    import getpass
+
+    from appliance import reference, store
+
+    cfg = _config(args)
+    con = store.connect(cfg.store_path)
+    info = reference.load(con, args.kind, Path(args.file), getpass.getuser())
+    _emit(args, info, lambda: print(
+        f"{info['kind']}: {info['rows']} rows, version {info['version']} ({info['status']}); "
+        "files ingested from now on use it"))
+    return ExitCode.OK
+
+
+def cmd_reference_show(args: argparse.Namespace) -> int:
+    from appliance import reference, store
+
+    cfg = _config(args)
+    table = reference.current(store.connect(cfg.store_path), args.kind)
+    rows = table.to_pylist()
+    _emit(args, rows, lambda: _table(table.column_names,
+                                     [list(r.values()) for r in rows],
+                                     f"{args.kind}: {len(rows)} rows (current version)"))
+    return ExitCode.OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import getpass
 
@@ -323,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "read raw files into canonical events (idempotent per file)")
     p.add_argument("--format", required=True, help="input format (see `surveil formats`)")
     p.add_argument("files", nargs="+", metavar="FILE")
+
+    p = sub.add_parser("reference", help="load or show reference data (accounts, traders, "
+                       "symbology)")
+    rsub = p.add_subparsers(dest="reference_command", required=True)
+    r = rsub.add_parser("load", help="load a CSV as the new current version of KIND")
+    r.add_argument("kind", choices=("accounts", "traders", "symbology"))
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_reference_load)
+    r = rsub.add_parser("show", help="print the current version of KIND")
+    r.add_argument("kind", choices=("accounts", "traders", "symbology"))
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_reference_show)
 
     p = add("run", cmd_run, "cluster, featurise and score everything not yet scored")
     p.add_argument("--mode", choices=("auto", "ray", "inprocess"),

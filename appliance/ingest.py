@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from appliance import store
-from appliance.clean import apply_steps, etl_version
+from appliance import reference, store
+from appliance.clean import CleanContext, apply_steps, etl_version
 from appliance.config import Config
 from appliance.schema import QUARANTINE
 from appliance.timefmt import now_iso
@@ -125,7 +125,9 @@ def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: s
         return report
 
     result = connector.read(path, fid)
-    kept, rejected = apply_steps(result.events, connector.kind)
+    ctx = CleanContext(traders=reference.current(con, "traders"),
+                       symbology=reference.current(con, "symbology"))
+    kept, rejected = apply_steps(result.events, connector.kind, ctx)
     clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected)
     quarantine = pa.concat_tables([result.quarantine, clean_q])
     reasons = result.reasons + clean_reasons
@@ -156,7 +158,8 @@ def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: s
             "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (fid, sha, str(path.resolve()), path.stat().st_size, fmt, connector.kind,
              report.rows, report.accepted, report.quarantined, report.ignored,
-             json.dumps(report.reasons, sort_keys=True), etl_version(), now, user),
+             json.dumps(report.reasons, sort_keys=True), etl_version(reference.digest(con)), now,
+             user),
         )  # fmt: skip
         for day, n, rel in written:
             con.execute("INSERT INTO file_dates VALUES (?,?,?,?)", (fid, day, n, rel))

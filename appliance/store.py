@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES_V1 = """
 CREATE TABLE files (
@@ -118,9 +118,41 @@ APPEND_ONLY_TABLES = (
 )  # fmt: skip
 
 
-def _append_only_triggers() -> str:
+_REFERENCE_V2 = """
+CREATE TABLE ref_versions (
+    version_id  INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,              -- accounts | traders | symbology
+    sha256      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    rows        INTEGER NOT NULL,
+    loaded_at   TEXT NOT NULL,
+    loaded_by   TEXT NOT NULL
+);
+CREATE TABLE ref_accounts (
+    version_id  INTEGER NOT NULL REFERENCES ref_versions(version_id),
+    account     TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    type        TEXT NOT NULL
+);
+CREATE TABLE ref_traders (
+    version_id  INTEGER NOT NULL REFERENCES ref_versions(version_id),
+    alias       TEXT NOT NULL,
+    trader      TEXT NOT NULL
+);
+CREATE TABLE ref_symbology (
+    version_id  INTEGER NOT NULL REFERENCES ref_versions(version_id),
+    symbol      TEXT NOT NULL,
+    instrument  TEXT NOT NULL,
+    valid_from  TEXT NOT NULL,
+    valid_to    TEXT
+);
+"""
+REFERENCE_TABLES = ("ref_versions", "ref_accounts", "ref_traders", "ref_symbology")
+
+
+def _append_only_triggers(tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> str:
     parts = []
-    for table in APPEND_ONLY_TABLES:
+    for table in tables:
         for op in ("UPDATE", "DELETE"):
             parts.append(
                 f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -130,7 +162,10 @@ def _append_only_triggers() -> str:
 
 
 #: Migration N takes the schema from version N-1 to N. Never edit a shipped migration.
-MIGRATIONS: tuple[str, ...] = (_TABLES_V1 + _append_only_triggers(),)
+MIGRATIONS: tuple[str, ...] = (
+    _TABLES_V1 + _append_only_triggers(),
+    _REFERENCE_V2 + _append_only_triggers(REFERENCE_TABLES),
+)
 
 
 class StoreError(Exception):

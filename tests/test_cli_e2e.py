@@ -124,3 +124,14 @@ def test_show_and_label_are_audited(tmp_path, data):
     log = [(u, a) for u, a in con.execute("select user, action from audit_log order by audit_id")]
     assert ("alice", "view_alert") in log and ("bob", "label") in log
     assert ("carol", "view_alert") in log
+
+
+def test_reference_load_and_show(data):
+    ref = DATA / "reference"
+    loaded = json.loads(cli("reference", "load", "accounts", ref / "accounts.csv", "--json",
+                            cfg=data).stdout)
+    assert loaded == {"kind": "accounts", "version": 1, "rows": 3, "status": "loaded"}
+    shown = json.loads(cli("reference", "show", "accounts", "--json", cfg=data).stdout)
+    assert [r["owner"] for r in shown] == ["OWN1", "OWN1", "CLIENT9"]
+    bad = cli("reference", "load", "accounts", ref / "accounts_dup.csv", cfg=data, ok=False)
+    assert bad.returncode == 3 and "line 3" in bad.stderr

@@ -27,13 +27,21 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class CleanContext:
+    """Reference data the steps consult (current versions; empty tables when never loaded)."""
+
+    traders: pa.Table | None = None
+    symbology: pa.Table | None = None
+
+
+@dataclass(frozen=True)
 class Step:
-    """One cleaning step. ``fn(table) -> (table, [Rejection, ...])``; rejected rows are removed
-    from the returned table by the runner, not by the step."""
+    """One cleaning step. ``fn(table, ctx) -> (table, [Rejection, ...])``; rejected rows are
+    removed from the returned table by the runner, not by the step."""
 
     name: str
     version: str
-    fn: Callable[[pa.Table], tuple[pa.Table, list[Rejection]]]
+    fn: Callable[[pa.Table, CleanContext], tuple[pa.Table, list[Rejection]]]
     doc: str
 
 
@@ -41,15 +49,53 @@ def _mask(arr) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def resolve_instrument(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
-    """Instrument = symbol upper-cased and trimmed (effective-dated symbology lands with the
-    reference-data issue)."""
-    inst = pc.utf8_upper(pc.utf8_trim_whitespace(table.column("symbol")))
-    idx = table.schema.get_field_index("instrument")
-    return table.set_column(idx, table.schema.field(idx), inst), []
+def _norm(col) -> pa.ChunkedArray | pa.Array:
+    return pc.utf8_upper(pc.utf8_trim_whitespace(col))
 
 
-def check_order_values(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+def resolve_trader_alias(table: pa.Table, ctx: CleanContext) -> tuple[pa.Table, list[Rejection]]:
+    """One trader under several names: replace every known alias by the canonical trader id."""
+    aliases = ctx.traders
+    if aliases is None or aliases.num_rows == 0:
+        return table, []
+    idx = pc.index_in(pc.utf8_trim_whitespace(table.column("trader")),
+                      value_set=aliases.column("alias"))
+    mapped = pc.take(aliases.column("trader").combine_chunks(), idx)
+    trader = pc.coalesce(mapped, table.column("trader"))
+    i = table.schema.get_field_index("trader")
+    return table.set_column(i, table.schema.field(i), trader), []
+
+
+def resolve_instrument(table: pa.Table, ctx: CleanContext) -> tuple[pa.Table, list[Rejection]]:
+    """Symbol → instrument through effective-dated symbology (valid_from ≤ UTC date < valid_to);
+    a symbol with no mapping that day keeps its own upper-cased name as the instrument."""
+    symbol = _norm(table.column("symbol"))
+    instrument = symbol
+    sym = ctx.symbology
+    if sym is not None and sym.num_rows and table.num_rows:
+        day = pc.strftime(table.column("ts"), format="%Y-%m-%d")
+        rows = pa.table({"__row": pa.array(np.arange(table.num_rows)), "symbol": symbol,
+                         "day": day})
+        maps = pa.table({"symbol": _norm(sym.column("symbol")),
+                         "instrument": sym.column("instrument"),
+                         "valid_from": sym.column("valid_from"),
+                         "valid_to": pc.fill_null(sym.column("valid_to"), "9999-12-31")})
+        joined = rows.join(maps, "symbol", join_type="inner", use_threads=False)
+        live = pc.and_(pc.greater_equal(joined.column("day"), joined.column("valid_from")),
+                       pc.less(joined.column("day"), joined.column("valid_to")))
+        joined = joined.filter(live).sort_by([("__row", "ascending"), ("valid_from", "descending")])
+        out = np.full(table.num_rows, None, dtype=object)
+        rows_hit = joined.column("__row").to_numpy()
+        first = np.ones(len(rows_hit), bool)
+        first[1:] = rows_hit[1:] != rows_hit[:-1]
+        out[rows_hit[first]] = np.asarray(joined.column("instrument").to_pylist(),
+                                          dtype=object)[first]
+        instrument = pc.coalesce(pa.array(out, pa.string()), symbol)
+    i = table.schema.get_field_index("instrument")
+    return table.set_column(i, table.schema.field(i), instrument), []
+
+
+def check_order_values(table: pa.Table, ctx: CleanContext) -> tuple[pa.Table, list[Rejection]]:
     """Impossible values: NEW/MODIFY need qty > 0; FILL needs exec_qty > 0 and an exec_price;
     no quantity may be negative."""
     event = table.column("event")
@@ -75,7 +121,9 @@ _DUP_KEY = ("ts", "trader", "account", "symbol", "side", "event", "order_id", "p
             "leaves_qty", "exec_qty", "exec_price")  # fmt: skip
 
 
-def drop_resent_duplicates(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+def drop_resent_duplicates(
+    table: pa.Table, ctx: CleanContext
+) -> tuple[pa.Table, list[Rejection]]:
     """Exact repeats of an event (same content, any provenance) are resends: keep the first."""
     if table.num_rows == 0:
         return table, []
@@ -88,7 +136,7 @@ def drop_resent_duplicates(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
     return table, [Rejection(~keep, "duplicate", None)]
 
 
-def check_market_values(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+def check_market_values(table: pa.Table, ctx: CleanContext) -> tuple[pa.Table, list[Rejection]]:
     """Sizes cannot be negative and a row must carry a quote or a trade."""
     negative = np.zeros(table.num_rows, bool)
     for name in ("bid_size", "ask_size", "last_size"):
@@ -103,7 +151,8 @@ def check_market_values(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
 
 
 ORDER_STEPS: tuple[Step, ...] = (
-    Step("resolve_instrument", "1", resolve_instrument, resolve_instrument.__doc__ or ""),
+    Step("resolve_trader_alias", "1", resolve_trader_alias, resolve_trader_alias.__doc__ or ""),
+    Step("resolve_instrument", "2", resolve_instrument, resolve_instrument.__doc__ or ""),
     Step("check_order_values", "1", check_order_values, check_order_values.__doc__ or ""),
     Step("drop_resent_duplicates", "1", drop_resent_duplicates,
          drop_resent_duplicates.__doc__ or ""),
@@ -118,13 +167,16 @@ STEPS = {"orders": ORDER_STEPS, "market": MARKET_STEPS}
 Rejected = list[tuple[np.ndarray, str, str | None, str]]
 
 
-def apply_steps(table: pa.Table, kind: str) -> tuple[pa.Table, Rejected]:
+def apply_steps(
+    table: pa.Table, kind: str, ctx: CleanContext | None = None
+) -> tuple[pa.Table, Rejected]:
     """Run every step for ``kind`` in order. Returns the kept rows and, for the rejected ones,
     ``(original row indices, reason, field, step name)``; a row is rejected by its first step."""
+    ctx = ctx or CleanContext()
     alive = np.arange(table.num_rows)
     rejected = []
     for step in STEPS[kind]:
-        table, rejections = step.fn(table)
+        table, rejections = step.fn(table, ctx)
         dead = np.zeros(table.num_rows, bool)
         for r in rejections:
             new = r.mask & ~dead
@@ -137,11 +189,13 @@ def apply_steps(table: pa.Table, kind: str) -> tuple[pa.Table, Rejected]:
     return table, rejected
 
 
-def etl_version() -> str:
-    """Hash of everything that decides what the cleaned rows are."""
+def etl_version(reference_digest: str = "") -> str:
+    """Hash of everything that decides what the cleaned rows are: steps, token tables,
+    connector versions and the current reference data."""
     from connectors import REGISTRY
 
     doc = {
+        "reference": reference_digest,
         "steps": {k: [(s.name, s.version) for s in v] for k, v in STEPS.items()},
         "tokens": [SIDE_TOKENS, EVENT_TOKENS],
         "connectors": {name: c.version for name, c in sorted(REGISTRY.items())},
