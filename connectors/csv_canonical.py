@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 from appliance.clean.tokens import EVENT_TOKENS, SIDE_TOKENS
 from appliance.schema import MARKET_DATA, ORDER_EVENTS
 from connectors.base import InputRefused, Kind, ReadResult
-from connectors.lines import raw_slices, scan_lines, join_lines
+from connectors.lines import join_lines, raw_slices, scan_lines
 from connectors.parse import clean_string, normalise_tokens, parse_iso_utc, parse_number
 
 # Column kinds: how a text cell becomes a canonical value.

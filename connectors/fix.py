@@ -1,0 +1,984 @@
+"""``fix``: FIX 4.x / 5.0 tag=value order flow (session logs or raw messages) to order events.
+
+Accepted layouts, line by line (LF or CRLF; a lone CR between messages is tolerated):
+
+* QuickFIX file-log lines ``YYYYMMDD-HH:MM:SS.sss : 8=FIX.4.2<SOH>9=...<SOH>10=123<SOH>``
+  (any text before ``8=FIX`` is kept as the record's prefix; a QuickFIX timestamp there is used);
+* raw messages, one or several per line;
+* field delimiter SOH (0x01), ``|`` or the two characters ``^A`` (detected per message).
+
+Every message is verified: BodyLength(9) and CheckSum(10) are recomputed as if the delimiter were
+SOH, so a ``|`` log whose checksums were computed on the wire verifies. A message that fails is
+quarantined (``bad_body_length``, ``bad_checksum``, ``malformed``, ``invalid_utf8``).
+
+Order lifecycles are stitched across NewOrderSingle (D), OrderCancelRequest (F),
+OrderCancelReplaceRequest (G), ExecutionReport (8) and OrderCancelReject (9) through
+ClOrdID(11) / OrigClOrdID(41) chains (OrderID(37) as a fallback). The stable ``order_id`` is the
+ClOrdID that started the chain. Event semantics:
+
+* one ``NEW`` per order: from the D when it is in the file (its ExecType=0 acknowledgement is
+  stitched into it), else from the acknowledgement;
+* one ``MODIFY`` per replace (G, or ExecType=5 without a G); a G rejected by a 35=9 yields none;
+* one ``CANCEL`` per cancelled order (F, or ExecType=4/C without an F); a refused F yields none;
+* one ``FILL`` per execution (ExecType 1/2 in FIX 4.2, F in 4.4+; OrdStatus when ExecType is
+  absent), with ``exec_qty``=LastQty(32), ``exec_price``=LastPx(31), ``leaves_qty``=LeavesQty(151);
+* ``REJECT`` for an order rejected by the venue (ExecType=8 answering a D).
+
+Duplicates (PossDup(43)=Y / PossResend(97)=Y resends, or any repeated ExecID(17) or request
+ClOrdID) are quarantined as ``duplicate``; references to an order not seen in the file are
+quarantined as ``orphan_reference`` (their raw bytes allow a later cross-file pass).
+
+``ignored`` counts blank lines, session messages (Logon, Heartbeat, TestRequest, ResendRequest,
+Reject, SequenceReset, Logout), business messages that carry no order event (OrderCancelReject,
+pending/status/done-for-day/restated reports, trade busts) and acknowledgements stitched into the
+request they confirm.
+
+The timestamp is, in order of preference, the QuickFIX log timestamp (one clock for the whole
+file), TransactTime(60), SendingTime(52); all are UTC. Trader: Parties(453) PartyID(448) with
+PartyRole(452) 11/12/36, else SenderSubID(50) of a request / TargetSubID(57) of a report, else
+SenderSubID(50) of a report (drop copies), else OnBehalfOfSubID(116), else inherited from the
+order. Firm: Parties role 13/1/7, else the firm's CompID (49 of a request, 56 of a report).
+Venue: LastMkt(30), SecurityExchange(207), else the counterparty CompID. Account: tag 1.
+CME audit-trail tags (1028 manual flag, 9702 CTI code, 204 customer-or-firm, 107 security
+description, 142 location) and the raw FIX identifiers are returned per event in
+``ReadResult.extras`` (see ``EXTRA_TAGS``), aligned row for row with ``events``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit
+
+from appliance.schema import ORDER_EVENTS, QUARANTINE, TIMESTAMP
+from connectors.base import ReadResult
+from connectors.lines import raw_slices
+from connectors.parse import parse_number
+
+# ---------------------------------------------------------------------------------------------
+# Tags extracted from every message (first occurrence wins); column index = position here.
+TAGS = (
+    8, 9, 35, 34, 43, 97, 49, 56, 50, 57, 116, 52, 60, 1, 11, 41, 37, 17, 20, 150, 39,
+    54, 55, 44, 38, 151, 32, 31, 14, 30, 207, 107, 1028, 9702, 204, 142, 48, 58,
+)  # fmt: skip
+COL = {tag: i for i, tag in enumerate(TAGS)}
+C_PARTY_TRADER = len(TAGS)  # PartyID with a trader role
+C_PARTY_FIRM = len(TAGS) + 1  # PartyID with a firm role
+C_PREFIX = len(TAGS) + 2  # text before 8=FIX (log timestamp)
+NCOLS = len(TAGS) + 3
+_TAG_INDEX = np.full(10000, -1, np.int32)
+for _t, _i in COL.items():
+    _TAG_INDEX[_t] = _i
+
+#: Extra per-event columns (``ReadResult.extras``): audit-trail and identifier tags kept verbatim.
+EXTRA_TAGS = {
+    "cl_ord_id": 11, "orig_cl_ord_id": 41, "fix_order_id": 37, "exec_id": 17, "msg_type": 35,
+    "exec_type": 150, "ord_status": 39, "msg_seq_num": 34, "sender_comp_id": 49,
+    "target_comp_id": 56, "sender_sub_id": 50, "target_sub_id": 57, "security_desc": 107,
+    "security_id": 48, "manual_order_indicator": 1028, "cti_code": 9702,
+    "customer_or_firm": 204, "location_id": 142, "cum_qty": 14,
+}  # fmt: skip
+
+# Parse status codes (numba) and their quarantine reasons.
+OK, BAD_UTF8, MALFORMED, BAD_CHECKSUM, BAD_BODYLEN = 0, 1, 2, 3, 4
+_STATUS_REASON = {BAD_UTF8: "invalid_utf8", MALFORMED: "malformed",
+                  BAD_CHECKSUM: "bad_checksum", BAD_BODYLEN: "bad_body_length"}  # fmt: skip
+
+# Message classes.
+M_NONE, M_D, M_F, M_G, M_ER, M_CXLREJ, M_SESSION, M_OTHER = 0, 1, 2, 3, 4, 5, 6, 7
+# Stitching actions per message.
+(A_QUAR, A_IGNORE, A_NEW, A_MODIFY, A_CANCEL, A_FILL, A_REJECT, A_STITCHED,
+ A_DUP, A_ORPHAN, A_BADTOKEN) = range(11)  # fmt: skip
+_ACTION_EVENT = {A_NEW: "NEW", A_MODIFY: "MODIFY", A_CANCEL: "CANCEL", A_FILL: "FILL",
+                 A_REJECT: "REJECT"}  # fmt: skip
+_EVENT_NAMES = np.array([_ACTION_EVENT.get(a, "") for a in range(11)], dtype=object)
+FIX_SIDES = {"1": "BUY", "2": "SELL", "3": "BUY", "4": "SELL", "5": "SELL", "6": "SELL"}
+_MAX_ABS = 1e15  # larger prices / quantities are impossible values (huge integers)
+
+NAT = np.iinfo(np.int64).min
+
+
+# ---------------------------------------------------------------------------------------------
+# numba kernels
+@njit(cache=True)
+def _utf8_ok(buf, start, end):  # pragma: no cover - numba
+    i = start
+    while i < end:
+        c = buf[i]
+        if c == 0:
+            return False
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            need = 1
+        elif 0xE0 <= c <= 0xEF:
+            need = 2
+        elif 0xF0 <= c <= 0xF4:
+            need = 3
+        else:
+            return False
+        if i + need >= end:
+            return False
+        for k in range(1, need + 1):
+            if (buf[i + k] & 0xC0) != 0x80:
+                return False
+        if c == 0xE0 and buf[i + 1] < 0xA0:
+            return False
+        if c == 0xED and buf[i + 1] > 0x9F:
+            return False
+        if c == 0xF0 and buf[i + 1] < 0x90:
+            return False
+        if c == 0xF4 and buf[i + 1] > 0x8F:
+            return False
+        i += need + 1
+    return True
+
+
+@njit(cache=True)
+def _find_fix(buf, start, end):  # pragma: no cover - numba
+    """Index of the next ``8=FIX`` at or after ``start`` (preceded by nothing, space or delim)."""
+    i = start
+    while i + 5 <= end:
+        if (buf[i] == 56 and buf[i + 1] == 61 and buf[i + 2] == 70 and buf[i + 3] == 73
+                and buf[i + 4] == 88):
+            if i == start:
+                return i
+            p = buf[i - 1]
+            if p == 32 or p == 9 or p == 1 or p == 124 or p == 13 or p == 65:
+                return i
+        i += 1
+    return -1
+
+
+@njit(cache=True)
+def _days_from_civil(y, m, d):  # pragma: no cover - numba
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = (m + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True)
+def _num(buf, i, n):  # pragma: no cover - numba
+    v = 0
+    for k in range(i, i + n):
+        c = buf[k] - 48
+        if c < 0 or c > 9:
+            return -1
+        v = v * 10 + c
+    return v
+
+
+@njit(cache=True)
+def _fix_ts(buf, s, e):  # pragma: no cover - numba
+    """``YYYYMMDD-HH:MM:SS[.f{1,9}]`` (UTC) to ns since the epoch; NAT when malformed."""
+    while e > s and buf[e - 1] == 32:
+        e -= 1
+    while s < e and buf[s] == 32:
+        s += 1
+    if e - s < 17 or buf[s + 8] != 45 or buf[s + 11] != 58 or buf[s + 14] != 58:
+        return NAT
+    y, mo, d = _num(buf, s, 4), _num(buf, s + 4, 2), _num(buf, s + 6, 2)
+    h, mi, se = _num(buf, s + 9, 2), _num(buf, s + 12, 2), _num(buf, s + 15, 2)
+    if y < 1970 or mo < 1 or mo > 12 or d < 1 or h > 23 or mi > 59 or se > 60 or h < 0:
+        return NAT
+    if mi < 0 or se < 0:
+        return NAT
+    mdays = 31
+    if mo == 4 or mo == 6 or mo == 9 or mo == 11:
+        mdays = 30
+    elif mo == 2:
+        leap = (y % 4 == 0) and ((y % 100 != 0) or (y % 400 == 0))
+        mdays = 29 if leap else 28
+    if d > mdays:
+        return NAT
+    frac = 0
+    if e - s > 17:
+        if buf[s + 17] != 46 or e - s - 18 < 1 or e - s - 18 > 9:
+            return NAT
+        nd = e - s - 18
+        frac = _num(buf, s + 18, nd)
+        if frac < 0:
+            return NAT
+        for _ in range(9 - nd):
+            frac *= 10
+    days = _days_from_civil(y, mo, d)
+    return ((days * 24 + h) * 60 + mi) * 60_000_000_000 + se * 1_000_000_000 + frac
+
+
+@njit(cache=True)
+def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no cover - numba
+    """Split ``buf`` into records (messages) and extract the value spans of the wanted tags.
+
+    Returns per record: start, end (raw record bytes), line number, status, offending tag,
+    delimiter-normalised value spans (vs, ve: -1 when absent), and the count of blank lines.
+    """
+    size = buf.shape[0]
+    cap = 16
+    for k in range(size):  # one record per line in the common case: size the arrays once
+        if buf[k] == 10 or buf[k] == 13:
+            cap += 1
+    rstart = np.empty(cap, np.int64)
+    rend = np.empty(cap, np.int64)
+    rline = np.empty(cap, np.int64)
+    rstat = np.empty(cap, np.int8)
+    rfield = np.empty(cap, np.int32)
+    vs = np.full((ncols, cap), -1, np.int32)  # value start, relative to the record start
+    vl = np.zeros((ncols, cap), np.int32)  # value length
+    n = 0
+    blanks = 0
+    pos = 3 if size >= 3 and buf[0] == 0xEF and buf[1] == 0xBB and buf[2] == 0xBF else 0
+    lineno = 0
+    while pos < size:
+        lineno += 1
+        le = pos  # a line ends at LF, or at a CR not followed by LF (CR-only files)
+        while le < size and buf[le] != 10 and not (
+            buf[le] == 13 and (le + 1 == size or buf[le + 1] != 10)
+        ):
+            le += 1
+        nxt = le + 1
+        end = le
+        while end > pos and (buf[end - 1] == 13 or buf[end - 1] == 32 or buf[end - 1] == 9):
+            end -= 1
+        if end == pos:
+            blanks += 1
+            pos = nxt
+            continue
+        valid = _utf8_ok(buf, pos, end)
+        rec = pos  # start of the current record
+        first = True
+        while rec < end:
+            if n == cap:  # grow
+                cap *= 2
+                rstart = np.concatenate((rstart, np.empty(cap - n, np.int64)))
+                rend = np.concatenate((rend, np.empty(cap - n, np.int64)))
+                rline = np.concatenate((rline, np.empty(cap - n, np.int64)))
+                rstat = np.concatenate((rstat, np.empty(cap - n, np.int8)))
+                rfield = np.concatenate((rfield, np.empty(cap - n, np.int32)))
+                vs = np.concatenate((vs, np.full((ncols, cap - n), -1, np.int32)), axis=1)
+                vl = np.concatenate((vl, np.zeros((ncols, cap - n), np.int32)), axis=1)
+            rstart[n] = rec
+            rline[n] = lineno
+            rfield[n] = 0
+            rstat[n] = OK
+            if not valid:
+                rstat[n] = BAD_UTF8
+                rend[n] = end
+                n += 1
+                break
+            m = _find_fix(buf, rec, end)
+            if m < 0:
+                rstat[n] = MALFORMED
+                rfield[n] = 8
+                rend[n] = end
+                n += 1
+                break
+            if first and m > rec:
+                vs[c_prefix, n] = 0
+                vl[c_prefix, n] = m - rec
+            first = False
+            # delimiter: the byte after the BeginString value
+            j = m + 2
+            while j < end and buf[j] != 1 and buf[j] != 124 and not (
+                buf[j] == 94 and j + 1 < end and buf[j + 1] == 65
+            ):
+                j += 1
+            if j >= end:
+                rstat[n] = MALFORMED
+                rfield[n] = 9
+                rend[n] = end
+                n += 1
+                break
+            delim = buf[j]
+            dlen = 2 if delim == 94 else 1
+            # walk the fields
+            i = m
+            csum = 0
+            fieldno = 0
+            body_start = -1
+            body_len = -1
+            measured_len = 0
+            done = False
+            status = OK
+            bad_field = 0
+            last_party = -1
+            last_party_end = -1
+            trader_rank = 99
+            firm_rank = 99
+            while i < end:
+                # tag
+                tag = 0
+                k = i
+                while k < end and buf[k] >= 48 and buf[k] <= 57 and k - i < 9:
+                    tag = tag * 10 + (buf[k] - 48)
+                    k += 1
+                if k == i or k >= end or buf[k] != 61:
+                    status = MALFORMED
+                    bad_field = tag if k > i else 0
+                    break
+                v0 = k + 1
+                v1 = v0
+                while v1 < end:
+                    b = buf[v1]
+                    if b == delim and (dlen == 1 or (v1 + 1 < end and buf[v1 + 1] == 65)):
+                        break
+                    v1 += 1
+                fieldno += 1
+                if tag == 10:
+                    if v1 - v0 != 3 or _num(buf, v0, 3) < 0:
+                        status = MALFORMED
+                        bad_field = 10
+                        break
+                    if body_start < 0:
+                        status = MALFORMED
+                        bad_field = 9
+                    elif measured_len != body_len:
+                        status = BAD_BODYLEN
+                        bad_field = 9
+                    elif _num(buf, v0, 3) != csum % 256:
+                        status = BAD_CHECKSUM
+                        bad_field = 10
+                    i = v1 + dlen if v1 < end else end
+                    done = True
+                    break
+                # checksum / body length accounting (this field plus its delimiter)
+                for q in range(i, v1):
+                    csum += buf[q]
+                csum += 1
+                if fieldno == 2:
+                    if tag != 9:
+                        status = MALFORMED
+                        bad_field = 9
+                        break
+                    body_len = _num(buf, v0, v1 - v0) if 0 < v1 - v0 <= 9 else -1
+                    if body_len < 0:
+                        status = MALFORMED
+                        bad_field = 9
+                        break
+                    body_start = 0
+                    measured_len = 0
+                elif fieldno == 1:
+                    if tag != 8:
+                        status = MALFORMED
+                        bad_field = 8
+                        break
+                else:
+                    measured_len += v1 - i + 1
+                if tag < 10000:
+                    idx = tag_index[tag]
+                    if idx >= 0 and vs[idx, n] < 0:
+                        vs[idx, n] = v0 - rec
+                        vl[idx, n] = v1 - v0
+                if tag == 448:
+                    last_party = v0
+                    last_party_end = v1
+                elif tag == 452 and last_party >= 0:
+                    role = _num(buf, v0, v1 - v0) if 0 < v1 - v0 <= 4 else -1
+                    tr = 99
+                    if role == 11:
+                        tr = 0
+                    elif role == 12:
+                        tr = 1
+                    elif role == 36:
+                        tr = 2
+                    fr = 99
+                    if role == 13:
+                        fr = 0
+                    elif role == 1:
+                        fr = 1
+                    elif role == 7:
+                        fr = 2
+                    if tr < trader_rank:
+                        trader_rank = tr
+                        vs[c_trader, n] = last_party - rec
+                        vl[c_trader, n] = last_party_end - last_party
+                    if fr < firm_rank:
+                        firm_rank = fr
+                        vs[c_firm, n] = last_party - rec
+                        vl[c_firm, n] = last_party_end - last_party
+                    last_party = -1
+                if v1 >= end:
+                    i = end
+                    break
+                i = v1 + dlen
+            if status == OK and not done:
+                status = MALFORMED
+                bad_field = 10
+            rstat[n] = status
+            rfield[n] = bad_field
+            # another message on the same line?
+            rest = i
+            while rest < end and (buf[rest] == 32 or buf[rest] == 9 or buf[rest] == 13):
+                rest += 1
+            if done and rest < end:
+                nm = _find_fix(buf, rest, end)
+                if nm == rest:
+                    rend[n] = i
+                    n += 1
+                    rec = rest
+                    continue
+                if status == OK:
+                    rstat[n] = MALFORMED  # trailing junk after the checksum
+                    rfield[n] = 0
+            rend[n] = end
+            n += 1
+            break
+        pos = nxt
+    return rstart[:n], rend[:n], rline[:n], rstat[:n], rfield[:n], vs[:, :n], vl[:, :n], blanks
+
+
+@njit(cache=True)
+def _gather_spans(buf, s, e):  # pragma: no cover - numba
+    total = 0
+    for k in range(s.shape[0]):
+        if s[k] >= 0:
+            total += e[k] - s[k]
+    out = np.empty(total, np.uint8)
+    offsets = np.empty(s.shape[0] + 1, np.int64)
+    pos = 0
+    for k in range(s.shape[0]):
+        offsets[k] = pos
+        if s[k] >= 0:
+            ln = e[k] - s[k]
+            out[pos : pos + ln] = buf[s[k] : e[k]]
+            pos += ln
+    offsets[s.shape[0]] = pos
+    return out, offsets
+
+
+@njit(cache=True)
+def _ts_spans(buf, s, e, prefix):  # pragma: no cover - numba
+    """Parse timestamp spans; returns (ns, bad) with NAT where absent or bad."""
+    n = s.shape[0]
+    out = np.full(n, NAT, np.int64)
+    bad = np.zeros(n, np.bool_)
+    for k in range(n):
+        a, b = s[k], e[k]
+        if a < 0:
+            continue
+        if prefix:  # "YYYYMMDD-HH:MM:SS.sss : "
+            while b > a and (buf[b - 1] == 32 or buf[b - 1] == 58 or buf[b - 1] == 9):
+                b -= 1
+        v = _fix_ts(buf, a, b)
+        out[k] = v
+        bad[k] = v == NAT
+    return out, bad
+
+
+@njit(cache=True)
+def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # pragma: no cover
+    n = ok.shape[0]
+    action = np.full(n, A_QUAR, np.int8)
+    bad_field = np.zeros(n, np.int32)
+    mroot = np.full(n, -1, np.int64)
+    link = np.full(n, -1, np.int64)
+    root = np.full(ncodes, -1, np.int64)
+    req_msg = np.full(ncodes, -1, np.int64)
+    req_open = np.zeros(ncodes, np.bool_)
+    by37 = np.full(ncodes, -1, np.int64)
+    cancel_msg = np.full(ncodes, -1, np.int64)
+    origin = np.full(ncodes, -1, np.int64)
+    seen17 = np.zeros(n17, np.bool_)
+    for i in range(n):
+        if not ok[i]:
+            continue
+        mc = mclass[i]
+        a, b, o, x = c11[i], c41[i], c37[i], c17[i]
+        if mc == M_SESSION or mc == M_OTHER:  # noqa: SIM109 (numba)
+            action[i] = A_IGNORE
+            continue
+        if mc == M_CXLREJ:
+            action[i] = A_IGNORE
+            if a >= 0 and req_open[a]:
+                p = req_msg[a]
+                req_open[a] = False
+                action[p] = A_IGNORE
+                r = mroot[p]
+                if mclass[p] == M_F and cancel_msg[r] == p:
+                    cancel_msg[r] = -1
+            continue
+        if mc == M_D or mc == M_F or mc == M_G:  # noqa: SIM109 (numba)
+            if a < 0:
+                action[i] = A_BADTOKEN
+                bad_field[i] = 11
+                continue
+            if req_msg[a] >= 0:
+                action[i] = A_DUP
+                bad_field[i] = 11
+                continue
+            if mc == M_D:
+                req_msg[a] = i
+                if root[a] >= 0:  # acknowledged before the request was logged
+                    action[i] = A_STITCHED
+                    mroot[i] = root[a]
+                    continue
+                root[a] = a
+                origin[a] = i
+                mroot[i] = a
+                req_open[a] = True
+                action[i] = A_NEW
+                continue
+            r = -1
+            if b >= 0:
+                r = root[b]
+            if r < 0 and o >= 0:
+                r = by37[o]
+            if r < 0:
+                action[i] = A_ORPHAN
+                bad_field[i] = 41
+                continue
+            req_msg[a] = i
+            root[a] = r
+            mroot[i] = r
+            if mc == M_G:
+                req_open[a] = True
+                action[i] = A_MODIFY
+            elif cancel_msg[r] >= 0:  # the order already has its CANCEL
+                action[i] = A_STITCHED
+                link[i] = cancel_msg[r]
+            else:
+                req_open[a] = True
+                cancel_msg[r] = i
+                action[i] = A_CANCEL
+            continue
+        # execution report
+        if ignore_et[i]:
+            action[i] = A_IGNORE
+            continue
+        if x >= 0:
+            if seen17[x]:
+                action[i] = A_DUP
+                bad_field[i] = 17
+                continue
+            seen17[x] = True
+        r = -1
+        if a >= 0:
+            r = root[a]
+        if r < 0 and b >= 0:
+            r = root[b]
+        if r < 0 and o >= 0:
+            r = by37[o]
+        p = -1
+        if a >= 0 and req_open[a]:
+            p = req_msg[a]
+        e = et[i]
+        act = A_IGNORE
+        if e == 48:  # 0 New
+            if p >= 0 and mclass[p] == M_D:
+                act = A_STITCHED
+                req_open[a] = False
+            elif r >= 0:
+                act = A_STITCHED
+            elif a < 0:
+                act = A_BADTOKEN
+                bad_field[i] = 11
+            else:
+                r = a
+                root[a] = a
+                origin[a] = i
+                act = A_NEW
+        elif e == 53:  # 5 Replaced
+            if p >= 0 and mclass[p] == M_G:
+                act = A_STITCHED
+                req_open[a] = False
+            elif r >= 0:
+                act = A_MODIFY
+            else:
+                act = A_ORPHAN
+                bad_field[i] = 41
+        elif e == 52 or e == 67:  # 4 Canceled, C Expired
+            if p >= 0 and mclass[p] == M_F:
+                act = A_STITCHED
+                req_open[a] = False
+            elif r >= 0:
+                if cancel_msg[r] >= 0:
+                    act = A_STITCHED
+                    p = cancel_msg[r]
+                else:
+                    act = A_CANCEL
+                    cancel_msg[r] = i
+            else:
+                act = A_ORPHAN
+                bad_field[i] = 11
+        elif e == 49 or e == 50 or e == 70:  # 1/2 partial/fill (4.2), F trade (4.4+)
+            if r >= 0:
+                act = A_FILL
+            else:
+                act = A_ORPHAN
+                bad_field[i] = 11
+        elif e == 56:  # 8 Rejected
+            if p >= 0 and mclass[p] != M_D:  # a cancel/replace request refused
+                req_open[a] = False
+                action[p] = A_IGNORE
+                if mclass[p] == M_F and cancel_msg[mroot[p]] == p:
+                    cancel_msg[mroot[p]] = -1
+                act = A_IGNORE
+                p = -1
+            elif p >= 0:
+                req_open[a] = False
+                act = A_REJECT
+                p = -1
+            elif r >= 0:
+                act = A_REJECT
+            elif a < 0:
+                act = A_BADTOKEN
+                bad_field[i] = 11
+            else:
+                r = a
+                root[a] = a
+                origin[a] = i
+                act = A_REJECT
+        elif e == 0 or e == 255:
+            act = A_BADTOKEN
+            bad_field[i] = 150
+        # other ExecTypes (3 6 7 9 A B D E G H I): no order event
+        action[i] = act
+        if act == A_STITCHED:
+            link[i] = p
+        if r >= 0:
+            mroot[i] = r
+            if a >= 0 and root[a] < 0:
+                root[a] = r
+            if o >= 0 and by37[o] < 0:
+                by37[o] = r
+    # with the actions final: the order's origin and its latest NEW/MODIFY (price and quantity
+    # "after the event" for rows that do not carry them, e.g. a cancel request or a 4.4 trade)
+    morigin = np.full(n, -1, np.int64)
+    mlast = np.full(n, -1, np.int64)
+    last = np.full(ncodes, -1, np.int64)
+    for i in range(n):
+        r = mroot[i]
+        if r >= 0:
+            morigin[i] = origin[r]
+            if action[i] == A_NEW or action[i] == A_MODIFY:  # noqa: SIM109 (numba)
+                last[r] = i
+            mlast[i] = last[r]
+    return action, bad_field, mroot, link, morigin, mlast
+
+
+# ---------------------------------------------------------------------------------------------
+_EXEC_TYPES = set(b"0123456789ABCDEFGHI")
+_SESSION = set(b"012345A")
+
+
+def _byte_code(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Single-character values as their byte (0 when absent, 255 when longer than one byte)."""
+    out = np.zeros(s.shape[0], np.uint8)
+    one = (s >= 0) & (e - s == 1)
+    out[one] = buf[s[one]]
+    out[(s >= 0) & (e - s != 1)] = 255
+    return out
+
+
+class _Spans:
+    """Value spans of every record; turns a column (for selected rows) into Arrow strings."""
+
+    def __init__(self, buf, rs, vs, vl):
+        self.buf, self.rs, self.vs, self.vl = buf, rs, vs, vl
+
+    def span(self, col: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute (start, end) of column ``col`` for ``rows`` (start -1 where absent)."""
+        rel = self.vs[col] if rows is None else self.vs[col, rows]
+        ln = self.vl[col] if rows is None else self.vl[col, rows]
+        base = self.rs if rows is None else self.rs[rows]
+        start = np.where(rel >= 0, base + rel, -1)
+        return start, start + ln
+
+    def strings(self, col: int, rows: np.ndarray) -> pa.Array:
+        s, e = self.span(col, rows)
+        data, offsets = _gather_spans(self.buf, s, e)
+        valid = s >= 0
+        mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        if offsets[-1] < 2**31 - 1:  # the usual case: plain string offsets, no copy
+            return pa.StringArray.from_buffers(
+                len(rows), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), mask
+            )
+        arr = pa.LargeStringArray.from_buffers(
+            len(rows), pa.py_buffer(offsets), pa.py_buffer(data), mask
+        )
+        return arr.cast(pa.string())
+
+
+
+def _encode(*arrays: pa.Array) -> tuple[list[np.ndarray], pa.Array]:
+    """Jointly dictionary-encode string arrays: codes (-1 for null) and the dictionary."""
+    if not arrays or sum(len(a) for a in arrays) == 0:
+        return [np.full(len(a), -1, np.int64) for a in arrays], pa.array([], pa.string())
+    enc = pc.dictionary_encode(pa.chunked_array(arrays, pa.string())).combine_chunks()
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    out, pos = [], 0
+    for a in arrays:
+        out.append(codes[pos : pos + len(a)])
+        pos += len(a)
+    return out, enc.dictionary
+
+
+def _coalesce(*arrays: pa.Array) -> pa.Array:
+    return pc.coalesce(*arrays)
+
+
+class FixConnector:
+    """FIX tag=value order flow (QuickFIX logs or raw messages) to canonical order events."""
+
+    name: ClassVar[str] = "fix"
+    kind: ClassVar[str] = "orders"
+    description: ClassVar[str] = (
+        "FIX 4.2/4.4/5.0 tag=value (QuickFIX logs or raw; SOH, | or ^A): D/F/G/8 to order events"
+    )
+    version: ClassVar[str] = "1"
+
+    def read(self, path: Path, source: str) -> ReadResult:
+        data = Path(path).read_bytes()
+        buf = np.frombuffer(data, dtype=np.uint8)
+        rs, re_, rline, rstat, rfield, vs, vl, blanks = _scan_fix(
+            buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX
+        )
+        n = int(rs.shape[0])
+        sp = _Spans(buf, rs, vs, vl)
+        allrows = np.arange(n)
+        q_idx: list[np.ndarray] = []
+        q_reason: list[str] = []
+        q_field: list[str | None] = []
+        q_step: list[str] = []
+
+        def reject(idx, reason, field, step):
+            idx = np.asarray(idx, np.int64)
+            if idx.size:
+                q_idx.append(idx)
+                q_reason.append(reason)
+                q_field.append(field)
+                q_step.append(step)
+
+        # 1. record-level verdicts
+        for code, reason in _STATUS_REASON.items():
+            for tag in np.unique(rfield[rstat == code]):
+                sel = np.flatnonzero((rstat == code) & (rfield == tag))
+                reject(sel, reason, str(int(tag)) if tag else None, "fix:parse")
+        ok = rstat == OK
+        c35 = COL[35]
+        mt = _byte_code(buf, *sp.span(c35))
+        no35 = ok & (vs[c35] < 0)
+        reject(np.flatnonzero(no35), "missing_value", "35", "fix:parse")
+        ok &= ~no35
+        mclass = np.full(n, M_OTHER, np.int8)
+        mclass[mt == ord("D")] = M_D
+        mclass[mt == ord("F")] = M_F
+        mclass[mt == ord("G")] = M_G
+        mclass[mt == ord("8")] = M_ER
+        mclass[mt == ord("9")] = M_CXLREJ
+        mclass[np.isin(mt, list(_SESSION))] = M_SESSION
+
+        # 2. exec type (150, else OrdStatus 39 for FIX 4.0/4.1), ExecTransType (20) != 0 ignored
+        et = _byte_code(buf, *sp.span(COL[150]))
+        st = _byte_code(buf, *sp.span(COL[39]))
+        et = np.where(et == 0, st, et)
+        et[(et != 0) & (et != 255) & ~np.isin(et, list(_EXEC_TYPES))] = 255
+        etrans = _byte_code(buf, *sp.span(COL[20]))
+        ignore_et = (etrans != 0) & (etrans != ord("0"))
+
+        # 3. identifiers and stitching
+        ids = [sp.strings(COL[t], allrows) for t in (11, 41, 37)]
+        (c11, c41, c37), dictionary = _encode(*ids)
+        (c17,), d17 = _encode(sp.strings(COL[17], allrows))
+        action, bad_field, mroot, link, morigin, mlast = _stitch(
+            ok, mclass, et, ignore_et, c11, c41, c37, c17, len(dictionary), len(d17)
+        )
+        for act, reason, step in (
+            (A_DUP, "duplicate", "fix:stitch"),
+            (A_ORPHAN, "orphan_reference", "fix:stitch"),
+            (A_BADTOKEN, "unknown_token", "fix:stitch"),
+        ):
+            for tag in np.unique(bad_field[action == act]):
+                sel = np.flatnonzero((action == act) & (bad_field == tag))
+                why = "missing_value" if (act == A_BADTOKEN and tag == 11) else reason
+                reject(sel, why, str(int(tag)), step)
+        ignored = int(blanks) + int(np.isin(action[ok], (A_IGNORE, A_STITCHED)).sum())
+
+        # 4. convert event rows
+        ev = np.flatnonzero(np.isin(action, list(_ACTION_EVENT)))
+        events, extras = self._convert(sp, buf, ev, action, mclass, mroot, morigin, mlast, link,
+                                       dictionary, reject)  # fmt: skip
+        kept = events.pop("__rows")
+        table = self._table(events, source, rs, rline, kept)
+        extras_table = pa.table({k: v.filter(pa.array(extras["__keep"])) for k, v in
+                                 extras.items() if k != "__keep"})  # fmt: skip
+
+        quarantine, reasons = self._quarantine(source, path, buf, rs, re_, rline, q_idx, q_reason,
+                                               q_field, q_step)  # fmt: skip
+        result = ReadResult(
+            events=table, quarantine=quarantine, rows=n + int(blanks), ignored=ignored,
+            reasons=reasons,
+        )  # fmt: skip
+        result.extras = extras_table  # type: ignore[attr-defined]
+        result.check_balance()
+        return result
+
+    # -----------------------------------------------------------------------------------------
+    def _convert(self, sp, buf, ev, action, mclass, mroot, morigin, mlast, link, dictionary,
+                 reject):  # fmt: skip
+        m = len(ev)
+        failed = np.zeros(m, bool)
+        req = np.isin(mclass[ev], (M_D, M_F, M_G))
+        req_a = pa.array(req)
+        org = np.where(morigin[ev] >= 0, morigin[ev], ev)
+        org_req = pa.array(np.isin(mclass[org], (M_D, M_F, M_G)))
+        # confirmation of each event row (the last stitched report pointing to it)
+        conf = np.full(len(action), -1, np.int64)
+        has = link >= 0
+        conf[link[has]] = np.flatnonzero(has)
+        evconf = conf[ev]
+
+        cache: dict[int, pa.Array] = {}
+
+        def s(tag, rows=ev):
+            col = COL[tag]
+            if rows is not ev:
+                return sp.strings(col, rows)
+            if col not in cache:  # each tag of the event rows is gathered once
+                cache[col] = sp.strings(col, ev)
+            return cache[col]
+
+        def fail(mask, reason, field):
+            new = mask & ~failed
+            if new.any():
+                reject(ev[new], reason, field, "fix:convert")
+                failed[:] |= new
+
+        # timestamps: log prefix > TransactTime(60) > SendingTime(52)
+        best = np.full(m, NAT, np.int64)
+        any_bad_field = np.full(m, "", object)
+        for col, is_prefix, tag in ((C_PREFIX, True, None), (COL[60], False, "60"),
+                                    (COL[52], False, "52")):  # fmt: skip
+            ts, bad = _ts_spans(buf, *sp.span(col, ev), is_prefix)
+            take = (best == NAT) & (ts != NAT)
+            best[take] = ts[take]
+            if tag is not None:
+                any_bad_field[bad & (any_bad_field == "")] = tag
+        no_ts = best == NAT
+        for tag in ("60", "52"):
+            fail(no_ts & (any_bad_field == tag), "bad_timestamp", tag)
+        fail(no_ts, "missing_value", "52")
+
+        def with_origin(values_ev, values_org):
+            return pc.coalesce(values_ev, values_org)
+
+        def trader(rows, is_req):
+            s50 = s(50, rows)
+            return pc.coalesce(
+                sp.strings(C_PARTY_TRADER, rows),
+                pc.if_else(is_req, s50, s(57, rows)),
+                s50,  # drop copies: the venue puts the trader in 50
+                s(116, rows),
+            )
+
+        trader_v = with_origin(trader(ev, req_a), trader(org, org_req))
+        fail(np.asarray(pc.is_null(trader_v)), "missing_value", "50")
+        firm_v = pc.coalesce(
+            sp.strings(C_PARTY_FIRM, ev),
+            pc.if_else(req_a, s(49), s(56)),
+        )
+        venue_v = pc.coalesce(s(30), s(207), pc.if_else(req_a, s(56), s(49)))
+        account_v = with_origin(s(1), s(1, org))
+        symbol_v = with_origin(s(55), s(55, org))
+        fail(np.asarray(pc.is_null(symbol_v)), "missing_value", "55")
+        side_raw = with_origin(s(54), s(54, org))
+        side_key = pc.utf8_trim_whitespace(side_raw)
+        idx = pc.index_in(side_key, value_set=pa.array(list(FIX_SIDES)))
+        side_v = pc.take(pa.array(list(FIX_SIDES.values())), idx)
+        fail(np.asarray(pc.is_null(side_raw)), "missing_value", "54")
+        fail(np.asarray(pc.is_null(idx)), "unknown_token", "54")
+
+        acts = action[ev]
+        is_fill = acts == A_FILL
+        nums = {}
+        for name, tag in (("price", 44), ("qty", 38), ("leaves_qty", 151), ("exec_qty", 32),
+                          ("exec_price", 31)):  # fmt: skip
+            col = s(tag)
+            if name == "leaves_qty":  # from the stitched confirmation when the request lacks it
+                crow = np.where(evconf >= 0, evconf, ev)
+                col = pc.coalesce(col, s(tag, crow))
+            if name in ("price", "qty"):  # after the event: else the order's latest NEW/MODIFY
+                lrow = np.where(mlast[ev] >= 0, mlast[ev], ev)
+                col = pc.coalesce(col, s(tag, lrow))
+            if name in ("exec_qty", "exec_price"):
+                col = pc.if_else(pa.array(is_fill), col, pa.scalar(None, pa.string()))
+            vals, missing, bad = parse_number(col)
+            fail(bad, "non_numeric", str(tag))
+            arr = vals.to_numpy(zero_copy_only=False).astype(float)
+            with np.errstate(invalid="ignore"):
+                huge = ~np.isnan(arr) & ((np.abs(arr) > _MAX_ABS) | ((arr < 0) & (name != "price")))
+            fail(huge, "impossible_value", str(tag))
+            if name in ("exec_qty", "exec_price"):
+                fail(missing & is_fill, "missing_value", str(tag))
+            nums[name] = vals
+        exec_qty = nums["exec_qty"].to_numpy(zero_copy_only=False)
+        fail(is_fill & (exec_qty == 0), "impossible_value", "32")
+
+        keep = ~failed
+        keep_a = pa.array(keep)
+        order_id = dictionary.take(pa.array(mroot[ev]))
+        cols = {
+            "ts": pa.array(best, pa.int64()).cast(TIMESTAMP),
+            "firm": firm_v,
+            "trader": trader_v,
+            "account": account_v,
+            "symbol": symbol_v,
+            "instrument": symbol_v,
+            "side": side_v,
+            "event": pa.array(_EVENT_NAMES[acts], pa.string()),
+            "order_id": order_id,
+            **nums,
+            "venue": venue_v,
+        }
+        cols = {k: v.filter(keep_a) for k, v in cols.items()}
+        cols["__rows"] = ev[keep]
+        extras = {name: s(tag) for name, tag in EXTRA_TAGS.items()}
+        extras["__keep"] = keep
+        return cols, extras
+
+    def _table(self, cols, source, rs, rline, kept) -> pa.Table:
+        k = len(kept)
+        out = {}
+        for f in ORDER_EVENTS:
+            if f.name in cols:
+                out[f.name] = cols[f.name]
+            elif f.name == "source":
+                out[f.name] = pa.array([source] * k, pa.string())
+            elif f.name == "offset":
+                out[f.name] = pa.array(rs[kept], pa.int64())
+            elif f.name == "line":
+                out[f.name] = pa.array(rline[kept], pa.int64())
+        return pa.table(out).cast(ORDER_EVENTS)
+
+    def _quarantine(self, source, path, buf, rs, re_, rline, q_idx, q_reason, q_field, q_step):
+        reasons: Counter[str] = Counter()
+        if not q_idx:
+            return QUARANTINE.empty_table(), reasons
+        idx = np.concatenate(q_idx)
+        sizes = [len(i) for i in q_idx]
+        for r, c in zip(q_reason, sizes, strict=True):
+            reasons[r] += c
+        k = len(idx)
+        table = pa.table(
+            {
+                "source": pa.array([source] * k, pa.string()),
+                "path": pa.array([str(path)] * k, pa.string()),
+                "line": pa.array(rline[idx], pa.int64()),
+                "offset": pa.array(rs[idx], pa.int64()),
+                "step": pa.array(np.repeat(np.array(q_step, object), sizes), pa.string()),
+                "field": pa.array(np.repeat(np.array(q_field, object), sizes), pa.string()),
+                "reason": pa.array(np.repeat(np.array(q_reason, object), sizes), pa.string()),
+                "raw": raw_slices(buf, rs[idx], re_[idx]),
+            },
+            schema=QUARANTINE,
+        )
+        return table.sort_by([("offset", "ascending")]), reasons
