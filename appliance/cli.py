@@ -132,7 +132,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     con = store.connect(cfg.store_path)
     reports = []
     for name in args.files:
-        report = ingest_file(cfg, con, Path(name), args.format, getpass.getuser())
+        report = ingest_file(cfg, con, Path(name), args.format, getpass.getuser(),
+                             mapping=args.mapping)
         say("file_ingested" if report.status == "ingested" else "file_skipped",
             {"path": name, "status": report.status, "rows": report.rows,
              "accepted": report.accepted, "quarantined": report.quarantined})
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ingest", cmd_ingest, "read raw files into canonical events (idempotent per file)")
     p.add_argument("--format", required=True, help="input format (see `surveil formats`)")
+    p.add_argument("--mapping", metavar="FILE|NAME",
+                   help="vendor format: the TOML mapping (default: FILE.mapping.toml or "
+                        "mapping.toml beside the file)")
     p.add_argument("files", nargs="+", metavar="FILE")
 
     p = sub.add_parser("reference", help="load or show reference data (accounts, traders, "

@@ -30,6 +30,18 @@ def _defuse_formulas(table: pa.Table) -> pa.Table:
     return table
 
 
+def _flatten_maps(table: pa.Table) -> pa.Table:
+    """CSV has no map type: write ``attrs`` as JSON text (only rows that have attributes)."""
+    import json
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_map(field.type):
+            text = [None if v is None else json.dumps(dict(v), sort_keys=True)
+                    for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(text, pa.string()))
+    return table
+
+
 def export_events(cfg: Config, out: Path, date: str | None, kind: str = "orders") -> dict[str, Any]:
     """Write the cleaned events of ``kind`` (one trade date or all) to ``out``."""
     if out.suffix not in (".parquet", ".csv"):
@@ -46,5 +58,5 @@ def export_events(cfg: Config, out: Path, date: str | None, kind: str = "orders"
     if out.suffix == ".parquet":
         pq.write_table(table, out, compression="zstd")
     else:
-        pacsv.write_csv(_defuse_formulas(table), out)
+        pacsv.write_csv(_defuse_formulas(_flatten_maps(table)), out)
     return {"out": str(out), "rows": table.num_rows, "files": len(paths), "date": date}

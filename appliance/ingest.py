@@ -106,9 +106,11 @@ def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected) -> tuple[pa
     return pa.concat_tables(parts), reasons
 
 
-def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: str) -> FileReport:
-    """Ingest one file (a no-op when its content was ingested before)."""
-    connector = get_connector(fmt)
+def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: str,
+                mapping: str | None = None) -> FileReport:
+    """Ingest one file (a no-op when its content was ingested before). ``mapping`` names the
+    TOML mapping of the ``vendor`` format (a path or a built-in mapping name)."""
+    connector = get_connector(fmt, mapping=mapping)
     if not path.is_file():
         raise InputRefused(path, "file", "not found or not a regular file",
                            "check the path and permissions")

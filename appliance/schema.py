@@ -44,6 +44,8 @@ ORDER_EVENTS = pa.schema(
         pa.field("exec_qty", pa.float64()),
         pa.field("exec_price", pa.float64()),
         pa.field("venue", pa.string()),
+        # Source-specific attributes kept verbatim (e.g. CME audit-trail tags 1028, 9702, 204).
+        pa.field("attrs", pa.map_(pa.string(), pa.string())),
         *PROVENANCE_FIELDS,
     ],
     metadata={"surveil.schema": "order_events/1"},

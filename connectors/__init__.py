@@ -20,13 +20,19 @@ REGISTRY: dict[str, type[Connector]] = {
 }
 
 
-def get_connector(name: str) -> Connector:
-    """Return an instance of the connector registered as ``name`` (KeyError lists the choices)."""
+def get_connector(name: str, mapping: str | None = None) -> Connector:
+    """An instance of the connector registered as ``name`` (KeyError lists the choices).
+    ``mapping`` is passed to connectors that are described by a mapping file (``vendor``)."""
     try:
-        return REGISTRY[name]()
+        cls = REGISTRY[name]
     except KeyError:
         choices = ", ".join(sorted(REGISTRY))
         raise KeyError(f"unknown format {name!r}; choose one of: {choices}") from None
+    if mapping is not None:
+        if not getattr(cls, "takes_mapping", False):
+            raise ValueError(f"format {name!r} takes no --mapping")
+        return cls(mapping=mapping)  # type: ignore[call-arg]
+    return cls()
 
 
 __all__ = ["REGISTRY", "Connector", "InputRefused", "ReadResult", "get_connector"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from appliance.schema import QUARANTINE
@@ -100,4 +101,30 @@ def quarantine_table(
             "raw": pa.array(raws, pa.binary()),
         },
         schema=QUARANTINE,
+    )
+
+
+def attrs_map(columns: dict[str, pa.Array], n: int) -> pa.MapArray:
+    """Row-aligned string columns → one ``map<string, string>`` array holding, per row, the
+    non-null columns as key → value (vectorised: no per-row Python)."""
+    rows, keys, values = [], [], []
+    for j, col in enumerate(columns.values()):
+        col = col.cast(pa.string())
+        valid = np.flatnonzero(np.asarray(col.is_valid().to_numpy(zero_copy_only=False)))
+        rows.append(valid)
+        keys.append(np.full(valid.size, j))
+        values.append(col.take(pa.array(valid)))
+    if not rows:
+        return pa.MapArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)),
+                                       pa.array([], pa.string()), pa.array([], pa.string()))
+    row = np.concatenate(rows)
+    key = np.concatenate(keys)
+    order = np.lexsort((key, row))
+    names = pa.array(list(columns), pa.string())
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(row, minlength=n), out=offsets[1:])
+    return pa.MapArray.from_arrays(
+        pa.array(offsets), names.take(pa.array(key[order])),
+        pa.concat_arrays([v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+                          for v in values]).take(pa.array(order)),
     )

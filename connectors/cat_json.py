@@ -260,7 +260,7 @@ class CatJsonConnector:
         cols: dict[str, Any] = {"source": [source] * len(rows), "offset": offsets,
                                 "line": line_nos}  # fmt: skip
         events = pa.table(
-            {f.name: pa.array(cols[f.name] if f.name in cols else [r[f.name] for r in rows],
+            {f.name: pa.array(cols[f.name] if f.name in cols else [r.get(f.name) for r in rows],
                               pa.int64() if f.name == "ts" else f.type)
              for f in ORDER_EVENTS}
         )  # fmt: skip

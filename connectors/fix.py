@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from appliance.schema import ORDER_EVENTS, QUARANTINE, TIMESTAMP
-from connectors.base import ReadResult
+from connectors.base import ReadResult, attrs_map
 from connectors.lines import raw_slices
 from connectors.parse import parse_number
 
@@ -808,9 +808,11 @@ class FixConnector:
         events, extras = self._convert(sp, buf, ev, action, mclass, mroot, morigin, mlast, link,
                                        dictionary, reject)  # fmt: skip
         kept = events.pop("__rows")
-        table = self._table(events, source, rs, rline, kept)
         extras_table = pa.table({k: v.filter(pa.array(extras["__keep"])) for k, v in
                                  extras.items() if k != "__keep"})  # fmt: skip
+        events["attrs"] = attrs_map({n: extras_table.column(n) for n in
+                                     extras_table.column_names}, len(kept))  # fmt: skip
+        table = self._table(events, source, rs, rline, kept)
 
         quarantine, reasons = self._quarantine(source, path, buf, rs, re_, rline, q_idx, q_reason,
                                                q_field, q_step)  # fmt: skip

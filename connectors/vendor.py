@@ -277,6 +277,7 @@ class VendorConnector:
         "delimited or fixed-width vendor files described by a TOML mapping (--mapping)"
     )
     version: ClassVar[str] = "1"
+    takes_mapping: ClassVar[bool] = True
 
     def __init__(self, mapping: str | Path | dict | None = None) -> None:
         self.mapping = mapping

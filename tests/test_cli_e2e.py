@@ -135,3 +135,18 @@ def test_reference_load_and_show(data):
     assert [r["owner"] for r in shown] == ["OWN1", "OWN1", "CLIENT9"]
     bad = cli("reference", "load", "accounts", ref / "accounts_dup.csv", cfg=data, ok=False)
     assert bad.returncode == 3 and "line 3" in bad.stderr
+
+
+def test_vendor_file_with_its_mapping_and_fix_attributes(tmp_path, data):
+    vendor = DATA / "vendor" / "example-delimited.csv"
+    rep = json.loads(cli("ingest", "--format", "vendor", "--mapping",
+                         str(vendor) + ".mapping.toml", vendor, "--json", cfg=data).stdout)
+    assert rep["accepted"] > 0 and rep["rows"] == rep["accepted"] + rep["quarantined"] + \
+        rep["ignored"]
+    fix = cli("ingest", "--format", "fix", DATA / "fix" / "session.log", "--json", cfg=data)
+    assert json.loads(fix.stdout)["accepted"] > 0
+    out = tmp_path / "all.csv"
+    cli("events", "--out", out, cfg=data)
+    assert '""cl_ord_id"": ' in out.read_text()  # attrs exported as JSON text
+    wrong = cli("ingest", "--format", "csv", "--mapping", "x.toml", vendor, cfg=data, ok=False)
+    assert wrong.returncode == 2 and "takes no --mapping" in wrong.stderr

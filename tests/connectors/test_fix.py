@@ -153,6 +153,12 @@ def test_real_cme_ilink_logs(name):
     assert set(r.events.column("order_id").to_pylist()) == news
     assert set(r.events.column("trader").to_pylist()) <= {"ST1", "ST2"}
     assert set(r.extras.column("manual_order_indicator").drop_null().to_pylist()) == {"N"}
+    # the audit-trail tags travel with each canonical event as attributes
+    attrs = [dict(a) for a in r.events.column("attrs").to_pylist()]
+    assert all(a.get("manual_order_indicator") == "N" for a in attrs
+               if "manual_order_indicator" in a)
+    assert sum("manual_order_indicator" in a for a in attrs) > 0
+    assert all(a["cl_ord_id"] for a in attrs)
 
 
 def test_simulator_drop_copy_fix42_pipe():
