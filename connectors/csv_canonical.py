@@ -14,10 +14,11 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from appliance.clean.tokens import EVENT_TOKENS, SIDE_TOKENS
-from appliance.schema import MARKET_DATA, ORDER_EVENTS
+from appliance.schema import MARKET_DATA, ORDER_EVENTS, TIMESTAMP
 from connectors.base import InputRefused, Kind, ReadResult
 from connectors.lines import join_lines, raw_slices, scan_lines
 from connectors.parse import clean_string, normalise_tokens, parse_iso_utc, parse_number
@@ -40,6 +41,32 @@ def _parse(kind: str, col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, 
     return values, missing, np.zeros(len(missing), bool), ""
 
 
+def _null_mask(col: pa.Array) -> np.ndarray:
+    return np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _typed_cells(kind: str, col: pa.Array):
+    """(values, missing, bad, reason) for a column Arrow already converted; ``bad`` is None when
+    the type guarantees validity. Text is normalised once per distinct value (dictionary)."""
+    if kind == TS:
+        return col, _null_mask(col), None, ""
+    if kind == NUM:
+        missing = _null_mask(col)
+        bad = ~np.asarray(pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False))
+        return pc.if_else(pa.array(bad), None, col), missing, bad, "non_numeric"
+    if pa.types.is_dictionary(col.type):
+        values, missing, bad, reason = _parse(kind, col.dictionary)
+        idx = col.indices.to_numpy(zero_copy_only=False)
+        is_null = _null_mask(col.indices)
+        safe = np.where(is_null, 0, idx).astype(np.int64)
+        row_missing = is_null | (missing[safe] if missing.size else is_null)
+        row_bad = ~is_null & (bad[safe] if bad.size else False)
+        taken = values.take(pa.array(safe)) if len(values) else pa.nulls(len(col), pa.string())
+        cleaned = pc.if_else(pa.array(row_missing | row_bad), None, taken)
+        return cleaned, row_missing, row_bad, reason
+    return _parse(kind, col)
+
+
 class _CanonicalDelimited:
     """Shared reader for the canonical delimited layouts; subclasses declare their columns."""
 
@@ -50,6 +77,8 @@ class _CanonicalDelimited:
     schema: ClassVar[pa.Schema]
     #: column -> (kind, header required, value required)
     columns: ClassVar[dict[str, tuple[str, bool, bool]]]
+    #: text columns with (nearly) one value per row: not worth dictionary-encoding
+    high_cardinality: ClassVar[frozenset[str]] = frozenset({"order_id"})
 
     @property
     def header(self) -> str:
@@ -72,9 +101,16 @@ class _CanonicalDelimited:
             (body[~garbage & width], "column_count", None),
         ]
         good = body[~garbage & ~width]
-        text = join_lines(lines.buf, lines.starts[good], lines.ends[good])
-        cells = self._read_cells(path, text, names)
-        table, kept, row_rejects = self._convert(cells, good)
+        if good.size == body.size:  # nothing refused by the scan: parse the bytes in place
+            text = pa.py_buffer(data)[min(int(lines.ends[head]) + 1, len(data)):]
+        else:
+            text = join_lines(lines.buf, lines.starts[good], lines.ends[good])
+        typed = self._read_typed(text, names)
+        if typed is not None:
+            table, kept, row_rejects = self._convert_typed(typed, good)
+        else:  # some cell does not parse: find exactly which, row by row, column by column
+            cells = self._read_cells(path, text, names)
+            table, kept, row_rejects = self._convert(cells, good)
         rejects.extend(row_rejects)
         return self._result(source, path, (table, kept), lines, kept, rejects, head)
 
@@ -95,6 +131,61 @@ class _CanonicalDelimited:
             raise InputRefused(path, where, f"duplicate column(s): {', '.join(dupes)}")
         # Unknown columns get unique placeholder names so they can be ignored safely.
         return [c if c in self.columns else f"__extra{i}" for i, c in enumerate(names)]
+
+    def _typed_columns(self, names: list[str]) -> dict[str, pa.DataType]:
+        types: dict[str, pa.DataType] = {}
+        for name in names:
+            kind = self.columns.get(name, (None,))[0]
+            if kind == TS:
+                types[name] = TIMESTAMP
+            elif kind == NUM:
+                types[name] = pa.float64()
+            elif name in self.high_cardinality:
+                types[name] = pa.string()
+            else:
+                types[name] = pa.dictionary(pa.int32(), pa.string())
+        return types
+
+    def _read_typed(self, text, names: list[str]) -> pa.Table | None:
+        """Fast path: let Arrow parse timestamps and numbers natively and dictionary-encode the
+        low-cardinality text. Any cell Arrow cannot convert sends the file to the exact path."""
+        try:
+            return pacsv.read_csv(
+                pa.BufferReader(text) if isinstance(text, pa.Buffer) else io.BytesIO(text),
+                read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
+                                               block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=self._typed_columns(names),
+                    include_columns=[c for c in names if c in self.columns],
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+        except pa.ArrowInvalid:
+            return None
+
+    def _convert_typed(self, cells: pa.Table, good: np.ndarray):
+        n = cells.num_rows
+        failed = np.zeros(n, bool)
+        rejects = []
+        values: dict[str, pa.Array] = {}
+        for name, (kind, _, required) in self.columns.items():
+            if name not in cells.column_names:
+                values[name] = pa.nulls(n, self.schema.field(name).type)
+                continue
+            parsed, missing, bad, reason = _typed_cells(kind, cells.column(name).combine_chunks())
+            values[name] = parsed
+            for mask, why in ((bad, reason), (missing & required, "missing_value")):
+                new = mask & ~failed if mask is not None else None
+                if new is not None and new.any():
+                    rejects.append((good[new], why, name))
+                    failed |= new
+        if not failed.any():
+            return pa.table(values), good, rejects
+        keep = np.flatnonzero(~failed)
+        table = pa.table({k: v.take(pa.array(keep)) for k, v in values.items()})
+        return table, good[keep], rejects
 
     def _read_cells(self, path: Path, text: bytes, names: list[str]) -> pa.Table:
         wanted = [c for c in names if c in self.columns]

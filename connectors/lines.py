@@ -76,28 +76,39 @@ def _scan(buf, delim):  # pragma: no cover - numba
     start = 0
     fields = 1
     in_quotes = False
+    nul = False
+    high = False  # a byte >= 0x80: only then is the slower UTF-8 check needed
     for i in range(size + 1):
         at_end = i == size
         if at_end and start == size:
             break
-        if at_end or buf[i] == 10:
+        c = 10 if at_end else buf[i]
+        if c == 10:
             end = i
             if end > start and buf[end - 1] == 13:
                 end -= 1
             starts[line] = start
             ends[line] = end
             nfields[line] = fields if end > start else 0
-            valid[line] = _utf8_ok(buf, start, end) and not in_quotes
+            ok = not nul and not in_quotes
+            if ok and high:
+                ok = _utf8_ok(buf, start, end)
+            valid[line] = ok
             line += 1
             start = i + 1
             fields = 1
             in_quotes = False
-            continue
-        c = buf[i]
-        if c == 34:
+            nul = False
+            high = False
+        elif c == 34:
             in_quotes = not in_quotes
-        elif c == delim and not in_quotes:
-            fields += 1
+        elif c == delim:
+            if not in_quotes:
+                fields += 1
+        elif c >= 128:
+            high = True
+        elif c == 0:
+            nul = True
     return starts, ends, nfields, valid
 
 

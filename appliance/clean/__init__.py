@@ -127,11 +127,21 @@ def drop_resent_duplicates(
     """Exact repeats of an event (same content, any provenance) are resends: keep the first."""
     if table.num_rows == 0:
         return table, []
-    indexed = table.select(list(_DUP_KEY)).append_column(
-        "__row", pa.array(np.arange(table.num_rows))
-    )
-    first = indexed.group_by(list(_DUP_KEY), use_threads=False).aggregate([("__row", "min")])
-    keep = np.zeros(table.num_rows, bool)
+    # Only rows sharing a timestamp can be repeats: compare full content among those alone.
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    order = np.argsort(ts, kind="stable")
+    same = np.zeros(ts.size, bool)
+    tied = ts[order][1:] == ts[order][:-1]
+    same[order[1:][tied]] = True
+    same[order[:-1][tied]] = True
+    candidates = np.flatnonzero(same)
+    if candidates.size == 0:
+        return table, []
+    sub = table.take(pa.array(candidates)).select(list(_DUP_KEY))
+    sub = sub.append_column("__row", pa.array(candidates))
+    first = sub.group_by(list(_DUP_KEY), use_threads=False).aggregate([("__row", "min")])
+    keep = np.ones(table.num_rows, bool)
+    keep[candidates] = False
     keep[first.column("__row_min").to_numpy()] = True
     return table, [Rejection(~keep, "duplicate", None)]
 
