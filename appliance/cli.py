@@ -39,10 +39,38 @@ def _config(args: argparse.Namespace):
     return cfg
 
 
+#: Marks every process the app starts, so the frozen entry point refuses an unrecognised child
+#: invocation instead of starting the CLI again (packaging/entry.py).
+CHILD_MARKER = "SURVEIL_APP_PROCESS"
+
+
 def _prepare_runtime(data_dir: Path) -> None:
-    """Caches go under the data dir (set before numba is imported; explicit env wins)."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "cache" / "numba"))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    """Before numba or Ray is imported: every writable path under the data dir, nothing phoned
+    home. A frozen numba ignores NUMBA_CACHE_DIR and caches under $XDG_CACHE_HOME keyed by the
+    working directory's name, so the frozen app also works from the data dir."""
+    frozen = bool(getattr(sys, "frozen", False))
+    cache = data_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    env = os.environ
+    env.setdefault("NUMBA_CACHE_DIR", str(cache / "numba"))
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env[CHILD_MARKER] = "1"
+    if frozen:
+        env["XDG_CACHE_HOME"] = str(cache)
+        os.chdir(data_dir)
+
+
+_PATH_ARGS = ("files", "file", "out", "dir", "config")
+
+
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Resolve path arguments first: the frozen app changes its working directory."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.abspath(value))
+        elif isinstance(value, list):
+            setattr(args, name, [os.path.abspath(v) for v in value])
 
 
 def _reporter(args: argparse.Namespace, cfg=None):
@@ -127,6 +155,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from appliance import store
     from appliance.ingest import ingest_file
 
+    if args.follow or args.once:
+        return _ingest_tee(args)
+    if not args.format or not args.files:
+        raise ValueError("ingest needs --format F and at least one FILE "
+                         "(or --follow/--once to follow the [tee] sources)")
     cfg = _config(args)
     say = _reporter(args, cfg)
     con = store.connect(cfg.store_path)
@@ -157,6 +190,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     _emit(args, data, text)
     return ExitCode.OK
+
+
+def _ingest_tee(args: argparse.Namespace) -> int:
+    """``ingest --follow`` (until SIGTERM/SIGINT, exit 0) or ``--once``: see docs/tee.md."""
+    import getpass
+    import signal
+    import threading
+
+    from appliance import store, tee
+
+    if args.files or args.format or args.mapping:
+        raise ValueError("--follow/--once ingest the [[tee.sources]] of the config; "
+                         "name no FILE or --format")
+    cfg = _config(args)
+    say = _reporter(args, cfg)
+    con = store.connect(cfg.store_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    totals = tee.follow(cfg, con, getpass.getuser(), say, once=args.once, poll=args.poll,
+                        stop=stop)
+    _emit(args, totals, lambda: print(
+        f"tee: {totals.get('chunks', 0)} chunks, {totals.get('rows', 0)} rows, "
+        f"{totals.get('accepted', 0)} accepted, {totals.get('quarantined', 0)} quarantined"
+        f" ({totals['status']})"))
+    return ExitCode.INPUT if totals.get("refused") and args.once else ExitCode.OK
 
 
 def cmd_reference_load(args: argparse.Namespace) -> int:
@@ -348,11 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("formats", cmd_formats, "list the input formats")
 
     p = add("ingest", cmd_ingest, "read raw files into canonical events (idempotent per file)")
-    p.add_argument("--format", required=True, help="input format (see `surveil formats`)")
+    p.add_argument("--format", help="input format (see `surveil formats`); required with FILE")
     p.add_argument("--mapping", metavar="FILE|NAME",
                    help="vendor format: the TOML mapping (default: FILE.mapping.toml or "
                         "mapping.toml beside the file)")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--follow", action="store_true",
+                   help="follow the [[tee.sources]] of the config until SIGTERM/SIGINT "
+                        "(new and growing files, rotation, gzip; see docs/tee.md)")
+    p.add_argument("--once", action="store_true",
+                   help="one pass over the [[tee.sources]] (cron, nightly run), then exit")
+    p.add_argument("--poll", type=float, metavar="SECONDS",
+                   help="pause between passes with --follow (default: [tee] poll_seconds)")
 
     p = sub.add_parser("reference", help="load or show reference data (accounts, traders, "
                        "symbology)")
@@ -412,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``surveil`` console script."""
     args = build_parser().parse_args(argv)
+    _absolute_paths(args)
+    if not args.config and os.environ.get("SURVEIL_CONFIG"):
+        os.environ["SURVEIL_CONFIG"] = os.path.abspath(os.environ["SURVEIL_CONFIG"])
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -1,0 +1,16 @@
+"""PyInstaller hook for numba, overriding pyinstaller-hooks-contrib's: numba's C extensions
+(_devicearray, mviewbuf, ...) and many typing/lowering modules are imported from C or registered
+lazily, so collect every submodule except tests and the CUDA target (unused; needs a GPU)."""
+
+from PyInstaller.utils.hooks import collect_data_files, collect_submodules
+
+
+def _keep(name: str) -> bool:
+    return ".tests" not in name and not name.startswith("numba.cuda")
+
+
+hiddenimports = collect_submodules("numba", filter=_keep, on_error="ignore") + ["llvmlite"]
+excludedimports = ["IPython", "numba.cuda", "numba.tests"]
+datas = collect_data_files(
+    "numba", excludes=["**/tests/**", "cuda/**", "**/*.c", "**/*.h", "**/*.cpp"]
+)
