@@ -76,10 +76,21 @@ def build_info() -> dict:
 
 
 def slim(internal: str) -> None:
-    """Strip the one unstripped big library and turn duplicate files into relative symlinks."""
-    llvm = os.path.join(internal, "llvmlite", "binding", "libllvmlite.so")
-    if os.path.exists(llvm) and shutil.which("strip"):
-        subprocess.run(["strip", "--strip-unneeded", llvm], check=True)
+    """Strip debug symbols from every ELF file (wheels ship raylet, gcs_server, libarrow and
+    libpython unstripped: ~80 MB) and turn duplicate files into relative symlinks.
+    ``--strip-unneeded`` keeps the dynamic symbol tables that loading needs."""
+    if shutil.which("strip"):
+        elf = []
+        for dirpath, _dirs, files in os.walk(internal):
+            for fn in files:
+                path = os.path.join(dirpath, fn)
+                if os.path.islink(path) or os.path.getsize(path) < (64 << 10):
+                    continue
+                with open(path, "rb") as f:
+                    if f.read(4) == b"\x7fELF":
+                        elf.append(path)
+        for i in range(0, len(elf), 200):
+            subprocess.run(["strip", "--strip-unneeded", *elf[i : i + 200]], check=True)
     by_key: dict[tuple[int, str], str] = {}
     for dirpath, _dirs, files in os.walk(internal):
         for fn in sorted(files):
