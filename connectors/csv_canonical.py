@@ -8,7 +8,6 @@ quarantined with its line, byte offset, field and reason, and its raw bytes.
 from __future__ import annotations
 
 import io
-from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,7 +19,7 @@ import pyarrow.csv as pacsv
 from appliance.clean.tokens import EVENT_TOKENS, SIDE_TOKENS
 from appliance.schema import MARKET_DATA, ORDER_EVENTS, TIMESTAMP
 from connectors.base import InputRefused, Kind, ReadResult
-from connectors.lines import join_lines, raw_slices, scan_lines
+from connectors.lines import join_lines, quarantine_lines, scan_lines
 from connectors.parse import clean_string, normalise_tokens, parse_iso_utc, parse_number
 
 # Column kinds: how a text cell becomes a canonical value.
@@ -230,7 +229,7 @@ class _CanonicalDelimited:
     def _result(self, source, path, converted, lines, good, rejects, head=None) -> ReadResult:
         kept_table, kept_lines = converted if converted is not None else (None, good)
         events = self._canonical(kept_table, source, lines, kept_lines)
-        quarantine, reasons = self._quarantine(source, path, lines, rejects)
+        quarantine, reasons = quarantine_lines(source, path, lines, rejects, f"{self.name}:parse")
         header_lines = 0 if head is None else 1
         rows = lines.count - header_lines
         result = ReadResult(
@@ -258,36 +257,6 @@ class _CanonicalDelimited:
             else:
                 cols[field.name] = pa.nulls(len(kept), field.type)
         return pa.table(cols).cast(self.schema)
-
-    def _quarantine(self, source, path, lines, rejects):
-        from appliance.schema import QUARANTINE
-
-        reasons: Counter[str] = Counter()
-        parts = []
-        for idx, reason, field in rejects:
-            if idx.size == 0:
-                continue
-            reasons[reason] += int(idx.size)
-            n = idx.size
-            parts.append(
-                pa.table(
-                    {
-                        "source": pa.array([source] * n, pa.string()),
-                        "path": pa.array([str(path)] * n, pa.string()),
-                        "line": pa.array(idx + 1, pa.int64()),
-                        "offset": pa.array(lines.starts[idx], pa.int64()),
-                        "step": pa.array([f"{self.name}:parse"] * n, pa.string()),
-                        "field": pa.array([field] * n, pa.string()),
-                        "reason": pa.array([reason] * n, pa.string()),
-                        "raw": raw_slices(lines.buf, lines.starts[idx], lines.ends[idx]),
-                    },
-                    schema=QUARANTINE,
-                )
-            )
-        if not parts:
-            return QUARANTINE.empty_table(), reasons
-        table = pa.concat_tables(parts)
-        return table.sort_by([("line", "ascending")]), reasons
 
 
 class CanonicalCsv(_CanonicalDelimited):

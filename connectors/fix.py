@@ -57,7 +57,7 @@ from numba import njit
 
 from appliance.schema import ORDER_EVENTS, QUARANTINE, TIMESTAMP
 from connectors.base import ReadResult, attrs_map
-from connectors.lines import raw_slices
+from connectors.lines import raw_slices, utf8_ok
 from connectors.parse import parse_number
 
 # ---------------------------------------------------------------------------------------------
@@ -105,41 +105,6 @@ NAT = np.iinfo(np.int64).min
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels
-@njit(cache=True)
-def _utf8_ok(buf, start, end):  # pragma: no cover - numba
-    i = start
-    while i < end:
-        c = buf[i]
-        if c == 0:
-            return False
-        if c < 0x80:
-            i += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            need = 1
-        elif 0xE0 <= c <= 0xEF:
-            need = 2
-        elif 0xF0 <= c <= 0xF4:
-            need = 3
-        else:
-            return False
-        if i + need >= end:
-            return False
-        for k in range(1, need + 1):
-            if (buf[i + k] & 0xC0) != 0x80:
-                return False
-        if c == 0xE0 and buf[i + 1] < 0xA0:
-            return False
-        if c == 0xED and buf[i + 1] > 0x9F:
-            return False
-        if c == 0xF0 and buf[i + 1] < 0x90:
-            return False
-        if c == 0xF4 and buf[i + 1] > 0x8F:
-            return False
-        i += need + 1
-    return True
-
-
 @njit(cache=True)
 def _find_fix(buf, start, end):  # pragma: no cover - numba
     """Index of the next ``8=FIX`` at or after ``start`` (preceded by nothing, space or delim)."""
@@ -253,7 +218,7 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
             blanks += 1
             pos = nxt
             continue
-        valid = _utf8_ok(buf, pos, end)
+        valid = utf8_ok(buf, pos, end)
         rec = pos  # start of the current record
         first = True
         while rec < end:

@@ -7,6 +7,7 @@ Those arrays are the provenance every canonical row carries (``offset``, ``line`
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ def _count_lines(buf):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _utf8_ok(buf, start, end):  # pragma: no cover - numba
+def utf8_ok(buf, start, end):  # pragma: no cover - numba
     i = start
     while i < end:
         c = buf[i]
@@ -92,7 +93,7 @@ def _scan(buf, delim):  # pragma: no cover - numba
             nfields[line] = fields if end > start else 0
             ok = not nul and not in_quotes
             if ok and high:
-                ok = _utf8_ok(buf, start, end)
+                ok = utf8_ok(buf, start, end)
             valid[line] = ok
             line += 1
             start = i + 1
@@ -178,3 +179,35 @@ def raw_slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Bina
     return pa.BinaryArray.from_buffers(
         pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(out)]
     )
+
+
+#: (line indices, reason, field) for a group of rejected lines
+LineRejects = list[tuple[np.ndarray, str, str | None]]
+
+
+def quarantine_lines(source: str, path, lines: ScannedLines, rejects: LineRejects,
+                     step: str) -> tuple[pa.Table, Counter[str]]:
+    """QUARANTINE rows for rejected lines (raw bytes included), sorted by line, and the count per
+    reason."""
+    from appliance.schema import QUARANTINE
+
+    reasons: Counter[str] = Counter()
+    parts = []
+    for idx, reason, field in rejects:
+        if idx.size == 0:
+            continue
+        reasons[reason] += int(idx.size)
+        n = idx.size
+        parts.append(pa.table({
+            "source": pa.array([source] * n, pa.string()),
+            "path": pa.array([str(path)] * n, pa.string()),
+            "line": pa.array(idx + 1, pa.int64()),
+            "offset": pa.array(lines.starts[idx], pa.int64()),
+            "step": pa.array([step] * n, pa.string()),
+            "field": pa.array([field] * n, pa.string()),
+            "reason": pa.array([reason] * n, pa.string()),
+            "raw": raw_slices(lines.buf, lines.starts[idx], lines.ends[idx]),
+        }, schema=QUARANTINE))  # fmt: skip
+    if not parts:
+        return QUARANTINE.empty_table(), reasons
+    return pa.concat_tables(parts).sort_by([("line", "ascending")]), reasons

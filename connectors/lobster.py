@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -29,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from appliance.schema import MARKET_DATA, QUARANTINE, TIMESTAMP
+from appliance.schema import MARKET_DATA, TIMESTAMP
 from connectors.base import InputRefused, ReadResult
-from connectors.lines import join_lines, raw_slices, scan_lines
+from connectors.lines import join_lines, quarantine_lines, scan_lines
 from connectors.parse import parse_number
 
 NAME_RE = re.compile(
@@ -203,7 +202,7 @@ class LobsterConnector:
                 "line": pa.array(rows + 1, pa.int64()),
             }
         ).cast(MARKET_DATA)
-        quarantine, reasons = self._quarantine(source, path, ml, rejects)
+        quarantine, reasons = quarantine_lines(source, path, ml, rejects, "lobster:parse")
         rows_total = int(mbody.size)
         result = ReadResult(events=events, quarantine=quarantine, rows=rows_total,
                             ignored=rows_total - events.num_rows - quarantine.num_rows,
@@ -234,26 +233,3 @@ class LobsterConnector:
             )
         except pa.ArrowInvalid as exc:  # the pre-scan makes this unreachable
             raise InputRefused(path, "body", f"CSV structure error: {exc}") from exc
-
-    @staticmethod
-    def _quarantine(source, path, lines, rejects):
-        reasons: Counter[str] = Counter()
-        parts = []
-        for idx, reason, field in rejects:
-            if idx.size == 0:
-                continue
-            reasons[reason] += int(idx.size)
-            k = idx.size
-            parts.append(pa.table({
-                "source": pa.array([source] * k, pa.string()),
-                "path": pa.array([str(path)] * k, pa.string()),
-                "line": pa.array(idx + 1, pa.int64()),
-                "offset": pa.array(lines.starts[idx], pa.int64()),
-                "step": pa.array(["lobster:parse"] * k, pa.string()),
-                "field": pa.array([field] * k, pa.string()),
-                "reason": pa.array([reason] * k, pa.string()),
-                "raw": raw_slices(lines.buf, lines.starts[idx], lines.ends[idx]),
-            }, schema=QUARANTINE))  # fmt: skip
-        if not parts:
-            return QUARANTINE.empty_table(), reasons
-        return pa.concat_tables(parts).sort_by([("line", "ascending")]), reasons

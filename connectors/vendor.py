@@ -22,7 +22,6 @@ import contextlib
 import io
 import re
 import tomllib
-from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from appliance.clean.tokens import EVENT_TOKENS, SIDE_TOKENS
-from appliance.schema import EVENTS, MARKET_DATA, ORDER_EVENTS, QUARANTINE, SIDES, TIMESTAMP
+from appliance.schema import EVENTS, MARKET_DATA, ORDER_EVENTS, SIDES, TIMESTAMP
 from connectors.base import InputRefused, ReadResult
-from connectors.lines import join_lines, raw_slices, scan_lines
+from connectors.lines import join_lines, quarantine_lines, raw_slices, scan_lines
 from connectors.parse import clean_string, normalise_tokens, parse_number
 
 MAPPINGS = Path(__file__).resolve().parent / "mappings"
@@ -355,7 +354,7 @@ class VendorConnector:
             cells, body = self._fixed(data, lines, body, cols, rejects)
         table, kept = self._convert(cells, body, cols, m, schema, rejects)
         events = self._canonical(table, schema, source, lines, kept)
-        quarantine, reasons = self._quarantine(source, path, lines, rejects, step)
+        quarantine, reasons = quarantine_lines(source, path, lines, rejects, step)
         rows = n - (1 if header_idx is not None else 0)
         ignored = int((lines.blank | comment | skip).sum())
         result = ReadResult(events=events, quarantine=quarantine, rows=rows, ignored=ignored,
@@ -519,29 +518,6 @@ class VendorConnector:
             else:
                 out[f.name] = pa.nulls(len(kept), f.type)
         return pa.table({k: out[k].cast(schema.field(k).type) for k in schema.names}).cast(schema)
-
-    @staticmethod
-    def _quarantine(source, path, lines, rejects, step):
-        reasons: Counter[str] = Counter()
-        parts = []
-        for idx, reason, field in rejects:
-            if idx.size == 0:
-                continue
-            reasons[reason] += int(idx.size)
-            k = idx.size
-            parts.append(pa.table({
-                "source": pa.array([source] * k, pa.string()),
-                "path": pa.array([str(path)] * k, pa.string()),
-                "line": pa.array(idx + 1, pa.int64()),
-                "offset": pa.array(lines.starts[idx], pa.int64()),
-                "step": pa.array([step] * k, pa.string()),
-                "field": pa.array([field] * k, pa.string()),
-                "reason": pa.array([reason] * k, pa.string()),
-                "raw": raw_slices(lines.buf, lines.starts[idx], lines.ends[idx]),
-            }, schema=QUARANTINE))  # fmt: skip
-        if not parts:
-            return QUARANTINE.empty_table(), reasons
-        return pa.concat_tables(parts).sort_by([("line", "ascending")]), reasons
 
 
 def _text_ok(raw: bytes) -> bool:
