@@ -471,6 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--mode", choices=("auto", "ray", "inprocess"), default="ray")
 
+    from appliance.sim import cli as sim_cli
+
+    p = sub.add_parser("sim", help="simulate a market day with labelled manipulations",
+                       description="simulate a market day with labelled manipulations and "
+                                   "hard negatives; write canonical or vendor-dirty files")
+    sim_cli.add_arguments(p)
+    p.set_defaults(handler=sim_cli.run)
+
     add("version", cmd_version, "version, commit and dependency versions")
     return parser
 

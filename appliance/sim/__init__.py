@@ -7,7 +7,17 @@ See ``docs/simulator.md`` for the agents, patterns, parameters and the truth for
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import FORMATS, SimConfig, SimResult
-from .driver import simulate
 
 __all__ = ["FORMATS", "SimConfig", "SimResult", "simulate"]
+
+
+def __getattr__(name: str) -> Any:
+    # The engine (numba) loads on first use, so `surveil --help` stays fast.
+    if name == "simulate":
+        from .driver import simulate
+
+        return simulate
+    raise AttributeError(name)
