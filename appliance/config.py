@@ -29,6 +29,22 @@ class Key:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    #: For an array of tables (``type`` is ``list``): the keys of each table. A key whose default
+    #: is ``None`` is required in every table.
+    items: dict[str, Key] | None = None
+    #: For a key of an array-of-tables item: the value shown in config.example.toml.
+    example: Any = None
+
+
+#: One followed directory of the tee (``[[tee.sources]]``).
+TEE_SOURCE: dict[str, Key] = {
+    "dir": Key(str, None, "directory holding the log files; relative to this file",
+               example="/var/log/oms"),
+    "glob": Key(str, None, "file-name pattern within dir, rotated and gzipped names included",
+                example="orders.log*"),
+    "format": Key(str, None, "input format of these files (line-oriented formats only)",
+                  ("csv", "md-csv", "fix", "cat-json"), example="fix"),
+}  # fmt: skip
 
 
 SPEC: dict[str, dict[str, Key]] = {
@@ -55,13 +71,97 @@ SPEC: dict[str, dict[str, Key]] = {
         "gap_seconds": Key((int, float), 5.0, "a pause longer than this starts a new cluster",
                            minimum=0.0),
     },
+    "detectors.market": {
+        "reference_symbol": Key(str, "", "symbol of the reference instrument or index whose move "
+                                "over a cluster's span is the market-wide move ('' = none)"),
+        "after_seconds": Key((int, float), 1.0, "horizon of the post-event mid (reversal, impact)",
+                             minimum=0.0),
+    },
     "detectors.spoofing": {
         "enabled": Key(bool, True, "run the spoofing detector"),
         "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
                            minimum=200),
+        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
+                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
+                          minimum=0),
+        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
+                               minimum=0.0),
+    },
+    "detectors.layering": {
+        "enabled": Key(bool, True, "run the layering detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "gap_events": Key(int, 1200, "adaptive gap: this many mean market inter-event times, "
+                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
+                          minimum=0),
+        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
+                               minimum=0.0),
+    },
+    "detectors.wash_trade": {
+        "enabled": Key(bool, True, "run the wash trade detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
+                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
+                          minimum=0),
+        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
+                               minimum=0.0),
+        "leg_seconds": Key((int, float), 1.0, "largest time between the two legs of a pair",
+                           minimum=0.0),
+    },
+    "detectors.quote_stuffing": {
+        "enabled": Key(bool, True, "run the quote stuffing detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
+                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
+                          minimum=0),
+        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
+                               minimum=0.0),
+    },
+    "detectors.front_running": {
+        "enabled": Key(bool, True, "run the front running detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "parent_gap_seconds": Key((int, float), 30.0, "a client order is a client account's "
+                                  "burst with pauses up to this long", minimum=0.0),
+        "lead_seconds": Key((int, float), 60.0, "house activity this long before the client "
+                            "order is included", minimum=0.0),
+        "unwind_seconds": Key((int, float), 300.0, "house activity this long after the client "
+                              "order is included (unwind)", minimum=0.0),
+    },
+    "detectors.marking_the_close": {
+        "enabled": Key(bool, True, "run the marking-the-close detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "window_seconds": Key((int, float), 120.0, "closing window length before the close",
+                              minimum=0.0),
+        "close_utc": Key(str, "", "close time HH:MM[:SS] UTC ('' = each instrument's last "
+                         "market event of the day)"),
+    },
+    "detectors.momentum_ignition": {
+        "enabled": Key(bool, True, "run the momentum ignition detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
+                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
+                          minimum=0),
+        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
+                               minimum=0.0),
     },
     "console": {
         "user": Key(str, "", "name recorded in the audit log ('' = the OS login name)"),
+    },
+    "tee": {
+        "poll_seconds": Key((int, float), 1.0, "pause between passes of `surveil ingest --follow`",
+                            minimum=0.01),
+        "fingerprint_bytes": Key(int, 1024, "a followed file is identified by the hash of its "
+                                 "first this many bytes (all of them while it is shorter)",
+                                 minimum=64),
+        "chunk_bytes": Key(int, 8 << 20, "largest chunk of complete lines ingested (and "
+                           "committed) at once", minimum=256),
+        "sources": Key(list, (), "followed directories: one [[tee.sources]] table each",
+                       items=TEE_SOURCE),
     },
     "logging": {
         "format": Key(str, "auto", "auto (progress on a terminal, JSON otherwise) | text | json",
@@ -105,10 +205,39 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     if isinstance(t, tuple):
         return "a number"
+    if t is list:
+        return "an array of tables"
     return names[t]
 
 
+def _check_tables(where: str, dotted: str, key: Key, value: Any) -> tuple[dict[str, Any], ...]:
+    """An array of tables: every table has exactly the keys of ``key.items`` (None = required)."""
+    assert key.items is not None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: key '{dotted}' must be {_type_name(list)} "
+                          f"([[{dotted}]]), got {value!r}")
+    out = []
+    for i, table in enumerate(value):
+        here = f"{dotted}[{i}]"
+        for name in table:
+            if name not in key.items:
+                raise ConfigError(f"{where}: unknown key '{here}.{name}' (expected one of: "
+                                  f"{', '.join(f'{dotted}[].{k}' for k in key.items)})")
+        item = {}
+        for name, sub in key.items.items():
+            if name not in table:
+                if sub.default is None:
+                    raise ConfigError(f"{where}: key '{here}.{name}' is required")
+                item[name] = sub.default
+            else:
+                item[name] = _check_value(where, f"{here}.{name}", sub, table[name])
+        out.append(item)
+    return tuple(out)
+
+
 def _check_value(where: str, dotted: str, key: Key, value: Any) -> Any:
+    if key.items is not None:
+        return _check_tables(where, dotted, key, value)
     ok = isinstance(value, key.type) and not (key.type is not bool and isinstance(value, bool))
     if not ok:
         raise ConfigError(
@@ -211,8 +340,19 @@ def example_text() -> str:
         out.append("")
         out.append(f"[{section}]")
         for name, key in keys.items():
-            out.append(f"# {key.help}")
-            out.append(f"{name} = {_toml_value(key.default)}")
+            if key.items is None:
+                out.append(f"# {key.help}")
+                out.append(f"{name} = {_toml_value(key.default)}")
+        for name, key in keys.items():  # arrays of tables last: they close the section
+            if key.items is not None:
+                out.append(f"# {name}: {key.help} (none by default), e.g.")
+                out.append(f"# [[{section}.{name}]]")
+                for sub_name, sub in key.items.items():
+                    need = "required" if sub.default is None else "optional"
+                    out.append(f"# # {sub.help} ({need}"
+                               + (f"; one of {', '.join(sub.choices)}" if sub.choices else "")
+                               + ")")
+                    out.append(f"# {sub_name} = {_toml_value(sub.example)}")
     return "\n".join(out) + "\n"
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,18 +73,25 @@ def _trade_dates(ts: pa.ChunkedArray | pa.Array, tz: str) -> pa.Array:
     return pc.strftime(local, format="%Y-%m-%d")
 
 
-def _raw_lines(path: Path, offsets: np.ndarray) -> pa.Array:
-    """The raw record at each byte offset (up to its newline): evidence for cleaning rejects."""
-    data = path.read_bytes()
+def _raw_lines(data: bytes, base: int, offsets: np.ndarray) -> pa.Array:
+    """The raw record at each byte offset (up to its newline): evidence for cleaning rejects.
+
+    ``data`` holds the bytes from offset ``base`` of the original file (0 for a whole file).
+    """
     buf = np.frombuffer(data, np.uint8)
+    local = np.asarray(offsets, np.int64) - base
     newlines = np.flatnonzero(buf == 10)
-    pos = np.searchsorted(newlines, offsets)
+    pos = np.searchsorted(newlines, local)
     ends = np.where(pos < newlines.size, newlines[np.minimum(pos, newlines.size - 1)], buf.size)
-    return pa.array([data[s:e].rstrip(b"\r") for s, e in zip(offsets, ends, strict=True)],
+    return pa.array([data[s:e].rstrip(b"\r") for s, e in zip(local, ends, strict=True)],
                     pa.binary())
 
 
-def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected) -> tuple[pa.Table, Counter]:
+RawBytes = Callable[[], tuple[bytes, int]]
+
+
+def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected,
+                   raw: RawBytes) -> tuple[pa.Table, Counter]:
     reasons: Counter[str] = Counter()
     parts = []
     for rows, reason, field_name, step in rejected:
@@ -99,7 +107,7 @@ def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected) -> tuple[pa
             "step": pa.array([f"clean:{step}"] * n, pa.string()),
             "field": pa.array([field_name] * n, pa.string()),
             "reason": pa.array([reason] * n, pa.string()),
-            "raw": _raw_lines(path, offsets),
+            "raw": _raw_lines(*raw(), offsets),
         }, schema=QUARANTINE))  # fmt: skip
     if not parts:
         return QUARANTINE.empty_table(), reasons
@@ -108,9 +116,11 @@ def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected) -> tuple[pa
 
 def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: str,
                 mapping: str | None = None) -> FileReport:
-    """Ingest one file (a no-op when its content was ingested before). ``mapping`` names the
-    TOML mapping of the ``vendor`` format (a path or a built-in mapping name)."""
-    connector = get_connector(fmt, mapping=mapping)
+    """Ingest one file (a no-op when its content was ingested before).
+
+    ``mapping`` is passed to connectors described by a mapping file (``vendor``).
+    """
+    connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
     if not path.is_file():
         raise InputRefused(path, "file", "not found or not a regular file",
                            "check the path and permissions")
@@ -127,10 +137,73 @@ def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: s
         return report
 
     result = connector.read(path, fid)
+    written = _clean_and_write(cfg, con, connector, result, report, path,
+                               lambda: (path.read_bytes(), 0))
+    _record(con, report, sha, str(path.resolve()), path.stat().st_size, connector.kind, written,
+            user, {"path": str(path), "format": fmt, "rows": report.rows})
+    return report
+
+
+def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, fmt: str,
+                 fid: str, sha: str, start: int, first_line: int, header: bytes | None,
+                 user: str, audit_detail: dict[str, Any],
+                 record: Callable[[apsw.Connection], None]) -> FileReport:
+    """Ingest ``data``, the complete lines [start, start + len(data)) of ``path``, as file ``fid``.
+
+    Provenance stays relative to the original file: ``offset`` += start and ``line`` +=
+    first_line - 1. ``header`` (a CSV header line, with its newline) is parsed in front of the
+    lines when the range does not begin with it. The Parquet names depend on ``fid`` only, so a
+    retry after a crash rewrites them; ``record(con)`` runs inside the store transaction that
+    records the range (the tee's progress row).
+    """
+    connector = get_connector(fmt)
+    report = FileReport(str(path), fid, fmt, "ingested")
+    tmp = cfg.data_dir / "tmp" / f"{fid}.lines"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    prefix = header or b""
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(prefix)
+            fh.write(data)
+        try:
+            result = connector.read(tmp, fid)
+        except InputRefused as exc:
+            raise InputRefused(path, f"bytes {start}-{start + len(data)}: {exc.where}",
+                               exc.reason, exc.hint) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    shift_off, shift_line = start - len(prefix), first_line - 1 - (1 if header else 0)
+    result.events = _shift(result.events, shift_off, shift_line)
+    result.quarantine = _shift(result.quarantine, shift_off, shift_line, path)
+    written = _clean_and_write(cfg, con, connector, result, report, path, lambda: (data, start))
+    _record(con, report, sha, str(path), len(data), connector.kind, written, user,
+            {"path": str(path), "format": fmt, "rows": report.rows, **audit_detail}, record)
+    return report
+
+
+def _shift(table: pa.Table, offset: int, line: int, path: Path | None = None) -> pa.Table:
+    """Move provenance from a temporary file's coordinates to the original file's."""
+    if not table.num_rows:
+        return table
+    for name, delta in (("offset", offset), ("line", line)):
+        i = table.schema.get_field_index(name)
+        col = pc.add(table.column(name), pa.scalar(delta, table.schema.field(name).type))
+        table = table.set_column(i, table.schema.field(name), col)
+    if path is not None:
+        i = table.schema.get_field_index("path")
+        table = table.set_column(i, table.schema.field("path"),
+                                 pa.array([str(path)] * table.num_rows, pa.string()))
+    return table
+
+
+def _clean_and_write(cfg: Config, con: apsw.Connection, connector, result, report: FileReport,
+                     path: Path, raw: RawBytes) -> list[tuple[str, int, str]]:
+    """Clean the connector's rows, fill ``report``, write the Parquet files; return their rows."""
+    fid = report.file_id
     ctx = CleanContext(traders=reference.current(con, "traders"),
                        symbology=reference.current(con, "symbology"))
     kept, rejected = apply_steps(result.events, connector.kind, ctx)
-    clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected)
+    clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected, raw)
     quarantine = pa.concat_tables([result.quarantine, clean_q])
     reasons = result.reasons + clean_reasons
 
@@ -153,18 +226,24 @@ def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: s
     if quarantine.num_rows:
         _write_parquet(quarantine.sort_by([("offset", "ascending")]),
                        data_dir / f"quarantine/{fid}.parquet")
+    return written
 
+
+def _record(con: apsw.Connection, report: FileReport, sha: str, path: str, size: int, kind: str,
+            written: list[tuple[str, int, str]], user: str, detail: dict[str, Any],
+            extra: Callable[[apsw.Connection], None] | None = None) -> None:
+    """One transaction: the files row, its trade dates, the audit row (and ``extra``)."""
     now = now_iso()
     with con:
         con.execute(
             "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (fid, sha, str(path.resolve()), path.stat().st_size, fmt, connector.kind,
+            (report.file_id, sha, path, size, report.format, kind,
              report.rows, report.accepted, report.quarantined, report.ignored,
              json.dumps(report.reasons, sort_keys=True), etl_version(reference.digest(con)), now,
              user),
         )  # fmt: skip
         for day, n, rel in written:
-            con.execute("INSERT INTO file_dates VALUES (?,?,?,?)", (fid, day, n, rel))
-        store.audit(con, now, user, "ingest", fid, {"path": str(path), "format": fmt,
-                                                    "rows": report.rows})
-    return report
+            con.execute("INSERT INTO file_dates VALUES (?,?,?,?)", (report.file_id, day, n, rel))
+        store.audit(con, now, user, "ingest", report.file_id, detail)
+        if extra is not None:
+            extra(con)

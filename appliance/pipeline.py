@@ -29,11 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from appliance import store
+from appliance import context, store
 from appliance.clean import etl_version
-from appliance.cluster import gap_clusters
 from appliance.config import Config
-from appliance.detectors import REGISTRY, KernelInputs
+from appliance.context import InstrumentInfo
+from appliance.detectors import REGISTRY
+from appliance.detectors.common import Batch
 from appliance.timefmt import iso_ns, now_iso
 from appliance.version import code_version
 
@@ -68,11 +69,27 @@ def _floor(cfg: Config, name: str) -> int:
     return int(cfg.values.get(f"detectors.{name}.alert_floor", 500))
 
 
+def detector_params(cfg: Config, name: str) -> dict[str, Any]:
+    """A detector's config section as a plain dict, plus the global base gap."""
+    prefix = f"detectors.{name}."
+    params = {k[len(prefix):]: v for k, v in cfg.values.items() if k.startswith(prefix)}
+    params["gap_seconds"] = float(cfg.get("cluster.gap_seconds"))
+    return params
+
+
+def partition_groups(detectors: list[str]) -> dict[tuple[str, ...], list[str]]:
+    """Detectors grouped by the columns their clusters are whole in (their partition key)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in detectors:
+        groups.setdefault(tuple(REGISTRY[name].partition_keys), []).append(name)
+    return groups
+
+
 # --------------------------------------------------------------------------- partition work
 
 
-def _breadcrumbs(events: pa.Table, a: int, b: int) -> list[dict[str, Any]]:
-    part = events.slice(a, b - a)
+def _breadcrumbs(events: pa.Table, rows: np.ndarray) -> list[dict[str, Any]]:
+    part = events.take(pa.array(rows))
     source = part.column("source").to_numpy(zero_copy_only=False)
     line = part.column("line").to_numpy()
     offset = part.column("offset").to_numpy()
@@ -87,43 +104,59 @@ def _breadcrumbs(events: pa.Table, a: int, b: int) -> list[dict[str, Any]]:
     return crumbs
 
 
-def _accounts(events: pa.Table, a: int, b: int) -> str | None:
-    values = pc.unique(events.column("account").slice(a, b - a)).drop_null().to_pylist()
-    return ";".join(sorted(values)) or None
+def _names(batch: Batch, column: str, rows: np.ndarray) -> list[str | None]:
+    values = batch.names[column]
+    return [values[int(batch.codes[column][r])] or None for r in rows]
 
 
-def score_partition(events: pa.Table, detectors: list[str], gap_ns: int,
-                    floors: dict[str, int]) -> dict[str, pa.Table]:
-    """Cluster, compute features and score one partition for each detector.
+def _joined(batch: Batch, column: str, rows: np.ndarray) -> str | None:
+    values = batch.names[column]
+    found = sorted({values[int(c)] for c in np.unique(batch.codes[column][rows])} - {""})
+    return ";".join(found) or None
 
-    Returns one table per detector with a row per cluster: identity, span, score, features and,
-    for clusters at or above the floor, the explanation and breadcrumbs as JSON.
+
+def score_partition(events: pa.Table, detectors: list[str], info: dict[str, InstrumentInfo],
+                    params: dict[str, dict[str, Any]], floors: dict[str, int]
+                    ) -> dict[str, pa.Table]:
+    """Prepare one partition once, then cluster, compute features and score it for each
+    detector. Returns one table per detector with a row per cluster: identity, span, score,
+    features and, for clusters at or above the floor, the explanation and breadcrumbs as JSON.
     """
+    batch = Batch.build(events)
     out: dict[str, pa.Table] = {}
     for name in detectors:
         det = REGISTRY[name]
-        clusters = gap_clusters(events, det.cluster_keys, gap_ns)
-        inputs = KernelInputs.build(clusters, det.cluster_keys)
-        matrix = det.compute(clusters, inputs)
+        g = det.group(batch, info, params[name])
+        matrix = det.kernel(batch, g, params[name])
         scores = det.score(matrix)
-        ev, starts = clusters.events, clusters.starts
-        first, last = starts[:-1], starts[1:] - 1
-        explanation: list[str | None] = [None] * clusters.count
-        crumbs: list[str | None] = [None] * clusters.count
-        accounts: list[str | None] = [None] * clusters.count
-        for c in np.flatnonzero(scores.score >= floors[name]):
-            explanation[c] = json.dumps(det.explain(matrix[c]))
-            crumbs[c] = json.dumps(_breadcrumbs(ev, int(starts[c]), int(starts[c + 1])))
-            accounts[c] = _accounts(ev, int(starts[c]), int(starts[c + 1]))
-        ts = inputs.ts
+        n = g.count
+        first = g.idx[g.starts[:-1]] if n else np.zeros(0, np.int64)
+        last = g.idx[g.starts[1:] - 1] if n else np.zeros(0, np.int64)
+        explanation: list[str | None] = [None] * n
+        crumbs: list[str | None] = [None] * n
+        accounts: list[str | None] = [None] * n
+        traders = _names(batch, "trader", g.name_row)
+        for c in range(n):
+            rows = g.idx[g.starts[c]:g.starts[c + 1]]
+            if det.multi_trader:
+                traders[c] = _joined(batch, "trader", rows)
+            if scores.score[c] >= floors[name]:
+                explanation[c] = json.dumps(det.explain(matrix[c]))
+                crumbs[c] = json.dumps(_breadcrumbs(batch.table, rows))
+                accounts[c] = _joined(batch, "account", rows)
+        key = [
+            "\x1f".join(_names(batch, k, np.array([r]))[0] or "" for k in det.cluster_keys)
+            for r in g.name_row
+        ]
         cols: dict[str, Any] = {
-            "trader": ev.column("trader").take(pa.array(first)),
-            "instrument": ev.column("instrument").take(pa.array(first)),
-            "symbol": ev.column("symbol").take(pa.array(first)),
+            "key": pa.array(key, pa.string()),
+            "trader": pa.array(traders, pa.string()),
+            "instrument": pa.array(_names(batch, "instrument", g.name_row), pa.string()),
+            "symbol": pa.array(_names(batch, "symbol", g.name_row), pa.string()),
             "account": pa.array(accounts, pa.string()),
-            "start_ns": pa.array(ts[first] if clusters.count else [], pa.int64()),
-            "end_ns": pa.array(ts[last] if clusters.count else [], pa.int64()),
-            "n_events": pa.array(np.diff(starts), pa.int64()),
+            "start_ns": pa.array(batch.ts[first], pa.int64()),
+            "end_ns": pa.array(batch.ts[last], pa.int64()),
+            "n_events": pa.array(np.diff(g.starts), pa.int64()),
             "score": pa.array(scores.score, pa.int64()),
             "confidence": pa.array(scores.confidence, pa.float64()),
         }
@@ -135,13 +168,14 @@ def score_partition(events: pa.Table, detectors: list[str], gap_ns: int,
     return out
 
 
-def partition(events: pa.Table, n: int) -> list[pa.Table]:
-    """Split by a stable hash of (trader, instrument): a key never straddles two partitions."""
+def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS
+              ) -> list[pa.Table]:
+    """Split by a stable hash of ``keys``: a key never straddles two partitions."""
     if n <= 1 or events.num_rows == 0:
         return [events]
     joined = pc.binary_join_element_wise(
-        *[pc.fill_null(events.column(k), "") for k in PARTITION_KEYS], "\x1f"
-    )
+        *[pc.fill_null(events.column(k), "") for k in keys], "\x1f"
+    ) if len(keys) > 1 else pc.fill_null(events.column(keys[0]), "")
     encoded = pc.dictionary_encode(joined).combine_chunks()
     bucket_of_key = np.array(
         [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") % n
@@ -149,6 +183,36 @@ def partition(events: pa.Table, n: int) -> list[pa.Table]:
     )  # fmt: skip
     bucket = bucket_of_key[encoded.indices.to_numpy()]
     return [events.filter(pa.array(bucket == p)) for p in range(n) if (bucket == p).any()]
+
+
+def with_reference(events: pa.Table, accounts: pa.Table | None) -> pa.Table:
+    """Add ``owner`` and ``account_type`` from the accounts reference table (account → owner,
+    type). Without it (or for unknown accounts) the owner is the account and the type null."""
+    account = events.column("account")
+    if accounts is not None and accounts.num_rows:
+        pos = pc.index_in(account, value_set=accounts.column("account"))
+        owner = pc.coalesce(pc.take(accounts.column("owner"), pos), account)
+        kind = pc.take(accounts.column("type"), pos)
+    else:
+        owner, kind = account, pa.nulls(events.num_rows, pa.string())
+    for name, arr in (("owner", owner), ("account_type", kind)):
+        if name in events.column_names:
+            events = events.drop_columns([name])
+        events = events.append_column(name, arr)
+    return events
+
+
+def prepare_day(orders: pa.Table, market: pa.Table | None, accounts: pa.Table | None,
+                market_params: dict[str, Any]) -> tuple[pa.Table, dict[str, InstrumentInfo]]:
+    """Everything that needs the whole day: market context (as-of join), reference data and the
+    per-instrument facts; the result is then split into partitions."""
+    tapes = context.tapes(market)
+    events = context.attach(
+        orders, tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
+        reference_symbol=market_params.get("reference_symbol", ""),
+    )
+    events = with_reference(events, accounts)
+    return events, context.instrument_info(orders, tapes)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -196,7 +260,12 @@ def ray_session(cfg: Config):
     if address is None:
         tmp = ray_temp_dir(cfg.data_dir)
         tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kwargs.update(_node_ip_address="127.0.0.1", _temp_dir=str(tmp))
+        spill = cfg.data_dir / "ray-spill"
+        spill.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kwargs.update(_node_ip_address="127.0.0.1", _temp_dir=str(tmp), _system_config={
+            "object_spilling_config": json.dumps(
+                {"type": "filesystem", "params": {"directory_path": str(spill)}}),
+        })
         if cfg.get("ray.num_cpus"):
             kwargs["num_cpus"] = cfg.get("ray.num_cpus")
         if cfg.get("ray.object_store_mb"):
@@ -208,10 +277,24 @@ def ray_session(cfg: Config):
         ray.shutdown()
 
 
-def _score_in_ray(ray, parts: list[pa.Table], detectors, gap_ns, floors) -> list[dict]:
+def _score_in_ray(ray, tasks: list[tuple[pa.Table, list[str]]], info, params, floors,
+                  max_in_flight: int) -> list[dict]:
+    """One Ray task per (partition, detector group); at most ``max_in_flight`` partitions are in
+    the object store at once, so memory stays bounded whatever the day size. Results come back
+    in submission order."""
     remote = ray.remote(score_partition)
-    refs = [remote.remote(p, detectors, gap_ns, floors) for p in parts]
-    return ray.get(refs)
+    info_ref = ray.put(info)
+    results: list[Any] = [None] * len(tasks)
+    pending: dict[Any, int] = {}
+    for k, (part, names) in enumerate(tasks):
+        if len(pending) >= max_in_flight:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+        pending[remote.remote(part, names, info_ref, params, floors)] = k
+    for ref, k in pending.items():
+        results[k] = ray.get(ref)
+    return results
 
 
 # --------------------------------------------------------------------------- the run
@@ -247,7 +330,8 @@ def _num_partitions(cfg: Config, ray_module) -> int:
 
 
 def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
-        mode: str | None = None, progress: Progress | None = None) -> RunSummary:
+        mode: str | None = None, progress: Progress | None = None,
+        accounts: pa.Table | None = None) -> RunSummary:
     """Score every trade date with unscored order files and append the results."""
     import time
 
@@ -267,25 +351,41 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
     summary = RunSummary(run_id, chosen, days, events=total)
     detectors = enabled_detectors(cfg)
     floors = {d: _floor(cfg, d) for d in detectors}
-    gap_ns = int(cfg.get("cluster.gap_seconds") * 1e9)
     say("run_started", {"run_id": run_id, "mode": chosen, "dates": days, "events": total})
+
+    params = {d: detector_params(cfg, d) for d in detectors}
+    market_params = {k.split(".")[-1]: v for k, v in cfg.values.items()
+                     if k.startswith("detectors.market.")}
+    if accounts is None:
+        accounts = _reference_accounts(con)
+    groups = partition_groups(detectors)
+
+    def day_tasks(day: str, n: int) -> tuple[list[tuple[pa.Table, list[str]]], dict]:
+        events, info = prepare_day(tables[day], _market_table(cfg, con, day), accounts,
+                                   market_params)
+        tasks = [(part, names) for keys, names in groups.items()
+                 for part in partition(events, n, keys)]
+        return tasks, info
 
     results: dict[str, dict[str, pa.Table]] = {}
     if chosen == "ray":
         with ray_session(cfg) as ray:
             n = _num_partitions(cfg, ray)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
             for day in days:
-                parts = partition(tables[day], n)
-                summary.partitions += len(parts)
-                say("scoring", {"date": day, "partitions": len(parts)})
-                results[day] = _merge(_score_in_ray(ray, parts, detectors, gap_ns, floors))
+                tasks, info = day_tasks(day, n)
+                summary.partitions += len(tasks)
+                say("scoring", {"date": day, "partitions": len(tasks)})
+                results[day] = _merge(_score_in_ray(ray, tasks, info, params, floors,
+                                                    max(2, 2 * cpus)), detectors)
     else:
         n = cfg.get("pipeline.partitions") or 1
         for day in days:
-            parts = partition(tables[day], n)
-            summary.partitions += len(parts)
-            say("scoring", {"date": day, "partitions": len(parts)})
-            results[day] = _merge([score_partition(p, detectors, gap_ns, floors) for p in parts])
+            tasks, info = day_tasks(day, n)
+            summary.partitions += len(tasks)
+            say("scoring", {"date": day, "partitions": len(tasks)})
+            results[day] = _merge([score_partition(p, names, info, params, floors)
+                                   for p, names in tasks], detectors)
 
     for name in detectors:
         summary.clusters[name] = sum(results[d][name].num_rows for d in days)
@@ -301,14 +401,36 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
     return summary
 
 
-def _merge(per_partition: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+def _merge(per_partition: list[dict[str, pa.Table]], detectors: list[str]
+           ) -> dict[str, pa.Table]:
     """Concatenate partition results in a canonical order (independent of partitioning)."""
     merged = {}
-    for name in per_partition[0]:
-        table = pa.concat_tables([r[name] for r in per_partition])
-        merged[name] = table.sort_by([("trader", "ascending"), ("instrument", "ascending"),
-                                      ("start_ns", "ascending")])
+    for name in detectors:
+        table = pa.concat_tables([r[name] for r in per_partition if name in r])
+        merged[name] = table.sort_by([("key", "ascending"), ("start_ns", "ascending"),
+                                      ("end_ns", "ascending"), ("trader", "ascending")])
     return merged
+
+
+def _market_table(cfg: Config, con: apsw.Connection, day: str) -> pa.Table | None:
+    """The day's ingested market data (files.kind = 'market'), or None."""
+    sql = """SELECT fd.parquet FROM file_dates fd JOIN files f USING (file_id)
+             WHERE f.kind = 'market' AND fd.trade_date = ? ORDER BY fd.file_id"""
+    paths = [cfg.data_dir / r["parquet"] for r in store.rows(con, sql, (day,))]
+    return pq.read_table(paths) if paths else None
+
+
+def _reference_accounts(con: apsw.Connection) -> pa.Table | None:
+    """The accounts reference table (account, owner, type) once ``appliance.reference`` exists."""
+    try:
+        from appliance import reference  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        table = reference.current(con, "accounts")
+    except Exception:  # noqa: BLE001 - no accounts loaded yet
+        return None
+    return table if table is not None and table.num_rows else None
 
 
 def _write_clusters(cfg: Config, run_id: str, results: dict[str, dict[str, pa.Table]]) -> None:
@@ -354,9 +476,18 @@ def _json_number(x: float | None) -> float | None:
     return float(x)
 
 
+def _inputs_etl_version(con, inputs: dict[str, list[dict]]) -> str:
+    """The ETL version of the run's inputs (several, joined with '+', if they differ)."""
+    ids = sorted({r["file_id"] for rows in inputs.values() for r in rows})
+    marks = ",".join("?" * len(ids))
+    found = sorted({r["etl_version"] for r in store.rows(
+        con, f"SELECT etl_version FROM files WHERE file_id IN ({marks})", ids)})
+    return "+".join(found) or etl_version()
+
+
 def _append_run(con, summary: RunSummary, started: str, cfg: Config, user: str,
                 inputs: dict[str, list[dict]], alerts: list[tuple]) -> None:
-    etl = etl_version()
+    etl = _inputs_etl_version(con, inputs)
     models = {n: REGISTRY[n].model_version for n in summary.clusters}
     with con:
         con.execute(

@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES_V1 = """
 CREATE TABLE files (
@@ -150,6 +150,42 @@ CREATE TABLE ref_symbology (
 REFERENCE_TABLES = ("ref_versions", "ref_accounts", "ref_traders", "ref_symbology")
 
 
+# The tee (appliance/tee.py): followed log streams and, per ingested chunk, the progress row
+# written in the same transaction as the chunk's files/file_dates rows. A stream's progress is its
+# latest row (highest progress_id); UNIQUE (stream, start_offset) refuses a chunk ingested twice.
+_TEE_V3 = """
+CREATE TABLE tee_streams (
+    stream       TEXT PRIMARY KEY,          -- 16 hex digits
+    origin_sha   TEXT NOT NULL,             -- sha256 of the first chunk's fingerprint bytes
+    format       TEXT NOT NULL,
+    header       BLOB,                      -- header line of a CSV stream (NULL otherwise)
+    first_path   TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE TABLE tee_progress (
+    progress_id  INTEGER PRIMARY KEY,
+    stream       TEXT NOT NULL REFERENCES tee_streams(stream),
+    file_id      TEXT NOT NULL REFERENCES files(file_id),
+    path         TEXT NOT NULL,             -- the file the chunk was read from
+    inode        INTEGER NOT NULL,
+    compressed   INTEGER NOT NULL,          -- 1: read through gzip
+    start_offset INTEGER NOT NULL,          -- byte range [start_offset, end_offset) of the stream
+    end_offset   INTEGER NOT NULL,          --   content (decompressed for a .gz file)
+    start_line   INTEGER NOT NULL,          -- line number of the chunk's first line (1-based)
+    end_line     INTEGER NOT NULL,          -- lines consumed up to end_offset
+    chunk_sha256 TEXT NOT NULL,             -- sha256 of the chunk's bytes
+    fp_len       INTEGER NOT NULL,          -- the stream's fingerprint: sha256 of its first
+    fp_sha256    TEXT NOT NULL,             --   fp_len bytes (min(end_offset, fingerprint_bytes))
+    tail_len     INTEGER NOT NULL,          -- sha256 of the tail_len bytes before end_offset:
+    tail_sha256  TEXT NOT NULL,             --   a stream rewritten in place is detected
+    committed_at TEXT NOT NULL,
+    UNIQUE (stream, start_offset)
+);
+CREATE INDEX tee_progress_by_stream ON tee_progress(stream, progress_id);
+"""
+TEE_TABLES = ("tee_streams", "tee_progress")
+
+
 def _append_only_triggers(tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> str:
     parts = []
     for table in tables:
@@ -165,6 +201,7 @@ def _append_only_triggers(tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> str:
 MIGRATIONS: tuple[str, ...] = (
     _TABLES_V1 + _append_only_triggers(),
     _REFERENCE_V2 + _append_only_triggers(REFERENCE_TABLES),
+    _TEE_V3 + _append_only_triggers(TEE_TABLES),
 )
 
 

@@ -16,6 +16,7 @@ from numba import njit
 
 from appliance.cluster import Clusters
 from appliance.detectors.base import Feature, KernelInputs, Scores
+from appliance.detectors.common import Batch, Grouping, RulesDetector, composite, identity_grouping
 from appliance.scoring import probability_from_log2_odds, score_from_log2_odds
 
 FEATURES: tuple[Feature, ...] = (
@@ -225,7 +226,125 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
     return out
 
 
-class Spoofing:
+# ------------------------------------------------------------------ market-context features
+
+CONTEXT_FEATURES: tuple[Feature, ...] = (
+    Feature("bait_dist_ticks", "ticks",
+            "mean distance of bait orders from the same-side touch at entry (+ = behind)"),
+    Feature("bait_depth_share", "ratio",
+            "mean bait order size ÷ (size + visible same-side touch size) at entry"),
+    Feature("mid_move_resting_ticks", "ticks",
+            "mean mid move from bait entry to bait cancel, in the bait's pressure direction"),
+    Feature("post_cancel_reversal_ticks", "ticks",
+            "mean mid move in the 1 s after a bait cancel, against the pressure direction"),
+    Feature("induced_volume", "lots",
+            "others' tape volume in the pressure direction while bait orders rested"),
+    Feature("flip_count", "count",
+            "bait cancels followed ≤ 100 ms by an aggressive genuine-side order"),
+    Feature("genuine_improvement_ticks", "ticks",
+            "mean genuine execution price vs the mid before the first bait, in the genuine "
+            "side's favour"),
+    Feature("mid_move_bps", "bps", "mid move over the cluster in the pressure direction"),
+    Feature("ref_move_bps", "bps",
+            "reference instrument's mid move over the same span, same direction"),
+    Feature("excess_move_bps", "bps", "mid_move_bps − ref_move_bps (own pressure vs market)"),
+    Feature("order_to_fill", "ratio", "events ÷ executions"),
+)  # fmt: skip
+ALL_FEATURES = FEATURES + CONTEXT_FEATURES
+FLIP_NS = 100_000_000
+
+
+@njit(cache=True)
+def spoofing_context_kernel(idx, starts, bait_side, ts, event, order, n_orders, rside, oqty,
+                            dist, aggr, xprice, bid, ask, bid_size, ask_size, mid_after, tick,
+                            mkt_vol, mkt_buy, ref_mid):  # pragma: no cover - numba
+    nc = starts.shape[0] - 1
+    out = np.full((nc, 11), np.nan)
+    e_mid = np.full(n_orders, np.nan)
+    e_vol = np.zeros(n_orders)
+    for c in range(nc):
+        a, b = starts[c], starts[c + 1]
+        bs = 0 if bait_side[c] > 0 else 1
+        d = 1.0 if bs == 0 else -1.0  # buy bait pushes the price up
+        gd = -d
+        dist_s = 0.0
+        dist_n = 0
+        dshare_s = 0.0
+        dshare_n = 0
+        move_s = 0.0
+        move_n = 0
+        rev_s = 0.0
+        rev_n = 0
+        induced = 0.0
+        flips = 0
+        last_cancel = -1
+        premid = np.nan
+        imp_s = 0.0
+        imp_n = 0
+        n_fill = 0
+        for j in range(a, b):
+            i = idx[j]
+            o = order[i]
+            e = event[i]
+            s = rside[i]
+            mid = (bid[i] + ask[i]) / 2
+            tk = tick[i]
+            pv = mkt_buy[i] if bs == 0 else mkt_vol[i] - mkt_buy[i]
+            if e == _FILL:
+                n_fill += 1
+            if s == bs:
+                if e == _NEW:
+                    e_mid[o] = mid
+                    e_vol[o] = pv
+                    if np.isnan(premid):
+                        premid = mid
+                    if not np.isnan(dist[i]):
+                        dist_s += dist[i]
+                        dist_n += 1
+                    touch = bid_size[i] if bs == 0 else ask_size[i]
+                    if not np.isnan(touch) and oqty[i] + touch > 0:
+                        dshare_s += oqty[i] / (oqty[i] + touch)
+                        dshare_n += 1
+                elif e == _CANCEL:
+                    last_cancel = ts[i]
+                    if tk > 0 and not np.isnan(mid):
+                        if not np.isnan(e_mid[o]):
+                            move_s += d * (mid - e_mid[o]) / tk
+                            move_n += 1
+                        if not np.isnan(mid_after[i]):
+                            rev_s += d * (mid - mid_after[i]) / tk
+                            rev_n += 1
+                    if not np.isnan(pv):
+                        induced += pv - e_vol[o]
+            else:
+                if (e == _NEW and aggr[i] and last_cancel >= 0
+                        and ts[i] - last_cancel <= FLIP_NS):
+                    flips += 1
+                    last_cancel = -1
+                if e == _FILL and tk > 0 and not np.isnan(premid) and not np.isnan(xprice[i]):
+                    imp_s += gd * (premid - xprice[i]) / tk
+                    imp_n += 1
+        i0, i1 = idx[a], idx[b - 1]
+        m0 = (bid[i0] + ask[i0]) / 2
+        m1 = mid_after[i1]
+        out[c, 0] = dist_s / dist_n if dist_n else np.nan
+        out[c, 1] = dshare_s / dshare_n if dshare_n else np.nan
+        out[c, 2] = move_s / move_n if move_n else np.nan
+        out[c, 3] = rev_s / rev_n if rev_n else np.nan
+        out[c, 4] = induced
+        out[c, 5] = flips
+        out[c, 6] = imp_s / imp_n if imp_n else np.nan
+        mv = d * (m1 / m0 - 1.0) * 1e4 if m0 > 0 else np.nan
+        r0, r1 = ref_mid[i0], ref_mid[i1]
+        rv = d * (r1 / r0 - 1.0) * 1e4 if r0 > 0 else 0.0
+        out[c, 7] = mv
+        out[c, 8] = rv
+        out[c, 9] = mv - rv
+        out[c, 10] = (b - a) / n_fill if n_fill else np.nan
+    return out
+
+
+class Spoofing(RulesDetector):
     """Rules-based spoofing detector (until the semi-supervised forest replaces the score)."""
 
     name: ClassVar[str] = "spoofing"
@@ -234,16 +353,38 @@ class Spoofing:
         "large resting bait on one side, fills on the other, bait cancelled off the fill"
     )
     cluster_keys: ClassVar[tuple[str, ...]] = ("trader", "instrument")
-    features: ClassVar[tuple[Feature, ...]] = FEATURES
+    features: ClassVar[tuple[Feature, ...]] = ALL_FEATURES
 
-    def compute(self, clusters: Clusters, inputs: KernelInputs) -> np.ndarray:
+    def compute(self, clusters: Clusters, inputs: KernelInputs, params=None) -> np.ndarray:
         if clusters.count == 0:
-            return np.zeros((0, len(FEATURES)))
-        return spoofing_kernel(
+            return np.zeros((0, len(ALL_FEATURES)))
+        base = spoofing_kernel(
             inputs.starts, inputs.key, inputs.ts, inputs.side, inputs.event, inputs.order,
             inputs.n_orders, inputs.qty, inputs.leaves, inputs.exec_qty,
             TRIGGER_NS, SIZE_MULTIPLE,
         )  # fmt: skip
+        batch = Batch.build(clusters.events)
+        return self._with_context(base, batch, identity_grouping(clusters))
+
+    def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
+        if g.count == 0:
+            return np.zeros((0, len(ALL_FEATURES)))
+        i = g.idx
+        key = composite(batch, self.cluster_keys)[i]
+        base = spoofing_kernel(g.starts, key, batch.ts[i], batch.side[i], batch.event[i],
+                               batch.order[i], batch.n_orders, batch.qty[i], batch.leaves[i],
+                               batch.exec_qty[i], TRIGGER_NS, SIZE_MULTIPLE)
+        return self._with_context(base, batch, g)
+
+    @staticmethod
+    def _with_context(base: np.ndarray, batch: Batch, g: Grouping) -> np.ndarray:
+        x = batch.ctx
+        extra = spoofing_context_kernel(
+            g.idx, g.starts, base[:, F["bait_side"]], batch.ts, batch.event, batch.order,
+            batch.n_orders, batch.rside, batch.oqty, batch.dist, batch.aggr, batch.exec_price,
+            x["ctx_bid"], x["ctx_ask"], x["ctx_bid_size"], x["ctx_ask_size"], x["ctx_mid_after"],
+            x["ctx_tick"], x["ctx_mkt_vol"], x["ctx_mkt_buy"], x["ctx_ref_mid"])
+        return np.hstack((base, extra))
 
     @staticmethod
     def _rules(m: np.ndarray) -> list[tuple[np.ndarray, float]]:

@@ -4,7 +4,7 @@ import pytest
 
 from appliance.cluster import gap_clusters
 from appliance.detectors import REGISTRY, KernelInputs
-from appliance.detectors.spoofing import FEATURES
+from appliance.detectors.spoofing import ALL_FEATURES as FEATURES
 from connectors import get_connector
 from tests.scenarios import Book
 

@@ -1,0 +1,221 @@
+"""Market context: an as-of join of every order event to the prevailing top of book and the tape,
+plus per-instrument facts (tick size, activity, session close) the clustering rules need.
+
+Every order event gets, from the market data of its symbol *strictly before* its timestamp (the
+book the trader saw when sending it):
+
+==================  ==========================================================================
+``ctx_bid/ask``     prevailing best bid / ask (NaN before the first quote)
+``ctx_bid_size``    size at the best bid / ask (visible top-of-book depth)
+``ctx_last``        last trade price
+``ctx_mkt_vol``     cumulative tape volume of the symbol so far (volume over a span = difference)
+``ctx_mkt_buy``     cumulative buyer-initiated tape volume (trade at/above the prevailing ask, or
+                    above the mid); seller-initiated = ``ctx_mkt_vol − ctx_mkt_buy`` + unsigned
+``ctx_mid_after``   mid ``after_ns`` after the event (post-cancel reversal, impact)
+``ctx_ref_mid``     mid of the configured reference instrument (market-wide move)
+``ctx_tick``        the symbol's tick size (smallest price step seen in its quotes/orders)
+==================  ==========================================================================
+
+All joins are vectorised ``searchsorted`` per symbol; the result does not depend on how the
+events are later partitioned, so it is done once per trade date by the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CONTEXT_COLUMNS = ("ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_last",
+                   "ctx_mkt_vol", "ctx_mkt_buy", "ctx_mid_after", "ctx_ref_mid", "ctx_tick")
+
+
+@dataclass(frozen=True)
+class InstrumentInfo:
+    """Day-level facts about one instrument, computed from the whole day (never a partition)."""
+
+    tick: float
+    mean_gap_ns: float  # mean time between market events (activity); inf if no tape
+    first_ns: int
+    close_ns: int  # last market event (or firm event) of the day
+    day_volume: float  # tape volume of the day
+    #: cumulative tape volume sampled once a second from ``first_ns`` (coarse volume lookups)
+    vol_cum: np.ndarray | None = None
+
+    def volume_between(self, t0: int, t1: int) -> float:
+        """Tape volume between two times, at one-second resolution (0 without market data)."""
+        if self.vol_cum is None or self.vol_cum.size == 0:
+            return 0.0
+        i0, i1 = ((np.array([t0, t1]) - self.first_ns) // 1_000_000_000).clip(
+            0, self.vol_cum.size - 1)
+        return float(self.vol_cum[i1] - self.vol_cum[i0])
+
+
+def _i64(col) -> np.ndarray:
+    return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _f64(col) -> np.ndarray:
+    return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(), dtype=np.float64)
+
+
+def _ffill(x: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(x)
+    idx = np.where(ok, np.arange(x.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = x[idx]
+    out[~ok & (np.cumsum(ok) == 0)] = np.nan
+    return out
+
+
+def tick_size(prices: np.ndarray) -> float:
+    """Smallest positive step between distinct prices (rounded to 1e-9), NaN if unknown."""
+    p = np.unique(np.round(prices[np.isfinite(prices)], 9))
+    if p.size < 2:
+        return float("nan")
+    d = np.round(np.diff(p), 9)
+    d = d[d > 0]
+    return float(d.min()) if d.size else float("nan")
+
+
+class _Tape:
+    """One symbol's quotes and trades, as sorted NumPy arrays."""
+
+    def __init__(self, market: pa.Table):
+        ts = _i64(market.column("ts"))
+        order = np.argsort(ts, kind="stable")
+        self.ts = ts[order]
+        bid, ask = _f64(market.column("bid"))[order], _f64(market.column("ask"))[order]
+        self.bid, self.ask = _ffill(bid), _ffill(ask)
+        self.bid_size = _ffill(_f64(market.column("bid_size"))[order])
+        self.ask_size = _ffill(_f64(market.column("ask_size"))[order])
+        last = _f64(market.column("last"))[order]
+        size = np.nan_to_num(_f64(market.column("last_size"))[order])
+        trade = ~np.isnan(last)
+        size = np.where(trade, size, 0.0)
+        # aggressor of each trade: against the quote prevailing before it
+        prev_bid = np.concatenate(([np.nan], self.bid[:-1]))
+        prev_ask = np.concatenate(([np.nan], self.ask[:-1]))
+        mid = (prev_bid + prev_ask) / 2
+        buy = trade & ((last >= prev_ask) | (~(last <= prev_bid) & (last > mid)))
+        self.cum_vol = np.cumsum(size)
+        self.cum_buy = np.cumsum(np.where(buy, size, 0.0))
+        self.last = _ffill(last)
+        self.mid = (self.bid + self.ask) / 2
+        self.tick = tick_size(np.concatenate((bid, ask)))
+
+    def before(self, t: np.ndarray) -> np.ndarray:
+        """Index of the last market row strictly before each t (-1: none)."""
+        return np.searchsorted(self.ts, t, side="left") - 1
+
+    def at_or_before(self, t: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.ts, t, side="right") - 1
+
+
+def _take(x: np.ndarray, i: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    out = x[np.maximum(i, 0)] if x.size else np.full(i.size, fill)
+    return np.where(i >= 0, out, fill)
+
+
+def instrument_of_symbol(events: pa.Table) -> dict[str, str]:
+    pairs = pa.table({"s": events.column("symbol"), "i": events.column("instrument")})
+    pairs = pairs.group_by(["s", "i"]).aggregate([])
+    return dict(zip(pairs.column("s").to_pylist(), pairs.column("i").to_pylist(), strict=True))
+
+
+Tapes = dict[str, _Tape]
+
+
+def attach(events: pa.Table, market: Tapes, *, after_ns: int = 1_000_000_000,
+           reference_symbol: str = "") -> pa.Table:
+    """Return ``events`` with the ``ctx_*`` columns appended (NaN where there is no market)."""
+    n = events.num_rows
+    cols = {c: np.full(n, np.nan) for c in CONTEXT_COLUMNS}
+    if n:
+        ts = _i64(events.column("ts"))
+        sym = pc.dictionary_encode(events.column("symbol")).combine_chunks()
+        codes = sym.indices.to_numpy()
+        prices = _f64(events.column("price"))
+        for k, name in enumerate(sym.dictionary.to_pylist()):
+            rows = np.flatnonzero(codes == k)
+            t = ts[rows]
+            tape = market.get(name)
+            if tape is None:
+                cols["ctx_tick"][rows] = tick_size(prices[rows])
+                continue
+            i = tape.before(t)
+            cols["ctx_bid"][rows] = _take(tape.bid, i)
+            cols["ctx_ask"][rows] = _take(tape.ask, i)
+            cols["ctx_bid_size"][rows] = _take(tape.bid_size, i)
+            cols["ctx_ask_size"][rows] = _take(tape.ask_size, i)
+            cols["ctx_last"][rows] = _take(tape.last, i)
+            cols["ctx_mkt_vol"][rows] = _take(tape.cum_vol, i, 0.0)
+            cols["ctx_mkt_buy"][rows] = _take(tape.cum_buy, i, 0.0)
+            cols["ctx_mid_after"][rows] = _take(tape.mid, tape.at_or_before(t + after_ns))
+            tick = tape.tick if np.isfinite(tape.tick) else tick_size(prices[rows])
+            cols["ctx_tick"][rows] = tick
+        ref = market.get(reference_symbol) if reference_symbol else None
+        if ref is not None:
+            cols["ctx_ref_mid"] = _take(ref.mid, ref.before(ts))
+    out = events
+    for c in CONTEXT_COLUMNS:
+        arr = pa.array(cols[c], pa.float64())
+        if c in out.column_names:
+            out = out.set_column(out.column_names.index(c), c, arr)
+        else:
+            out = out.append_column(c, arr)
+    return out
+
+
+def tapes(market: pa.Table | None) -> Tapes:
+    """Split a day's market data by symbol into sorted arrays (build once per day)."""
+    if market is None or market.num_rows == 0:
+        return {}
+    sym = pc.dictionary_encode(market.column("symbol")).combine_chunks()
+    codes = sym.indices.to_numpy()
+    return {name: _Tape(market.filter(pa.array(codes == k)))
+            for k, name in enumerate(sym.dictionary.to_pylist())}
+
+
+def instrument_info(events: pa.Table, market: Tapes) -> dict[str, InstrumentInfo]:
+    """Per instrument: tick, activity (mean gap between market events), session span, volume."""
+    info: dict[str, InstrumentInfo] = {}
+    if events.num_rows == 0:
+        return info
+    ts = _i64(events.column("ts"))
+    prices = _f64(events.column("price"))
+    sym_of = instrument_of_symbol(events)
+    inst = pc.dictionary_encode(events.column("instrument")).combine_chunks()
+    codes = inst.indices.to_numpy()
+    for k, name in enumerate(inst.dictionary.to_pylist()):
+        rows = codes == k
+        symbols = [s for s, i in sym_of.items() if i == name]
+        tape = next((market[s] for s in symbols if s in market), None)
+        t = tape.ts if tape is not None and tape.ts.size else np.sort(ts[rows])
+        span = float(t[-1] - t[0]) if t.size > 1 else 0.0
+        # activity is the tape's; without market data it is unknown (fixed gap)
+        gap = span / (t.size - 1) if tape is not None and t.size > 1 else float("inf")
+        tick = tape.tick if tape is not None and np.isfinite(tape.tick) else tick_size(prices[rows])
+        info[name] = InstrumentInfo(
+            tick=tick, mean_gap_ns=gap, first_ns=int(t[0]), close_ns=int(t[-1]),
+            day_volume=float(tape.cum_vol[-1]) if tape is not None and tape.cum_vol.size else 0.0,
+            vol_cum=_per_second(tape, int(t[0]), int(t[-1])) if tape is not None else None,
+        )  # fmt: skip
+    return info
+
+
+def _per_second(tape: _Tape, t0: int, t1: int) -> np.ndarray:
+    grid = np.arange(t0, t1 + 2_000_000_000, 1_000_000_000, dtype=np.int64)
+    i = tape.at_or_before(grid)
+    return _take(tape.cum_vol, i, 0.0)
+
+
+def tape_volume_at(market: Tapes, symbol: str, t: int) -> float:
+    """Cumulative tape volume of ``symbol`` strictly before ``t`` (0 without market data)."""
+    tape = market.get(symbol)
+    if tape is None or tape.ts.size == 0:
+        return 0.0
+    i = int(tape.before(np.array([t]))[0])
+    return float(tape.cum_vol[i]) if i >= 0 else 0.0
