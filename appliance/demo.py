@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance import config, pipeline, store
+from appliance import config, pipeline, reference, store
 from appliance.exit_codes import ExitCode
 from appliance.ingest import ingest_file
 from appliance.progress import Reporter
@@ -25,7 +25,8 @@ TOP = 15
 
 def _fresh_dir(target: Path) -> None:
     if target.exists():
-        if not (target / MARKER).exists() and any(target.iterdir()):
+        # (``cache`` may already be there: the CLI puts compiled kernels under the data dir)
+        if not (target / MARKER).exists() and any(e.name != "cache" for e in target.iterdir()):
             raise config.ConfigError(
                 f"{target}: exists and is not a demo directory; pass another --dir")
         for entry in target.iterdir():  # keep compiled kernels: the demo reruns in seconds
@@ -40,7 +41,8 @@ def _episodes_found(truth: list[dict[str, Any]], alerts: list[dict[str, Any]]) -
     overlaps it in time."""
     found = []
     for ep in truth:
-        hits = [a for a in alerts if a["trader"] == ep["trader"] and a["symbol"] == ep["symbol"]
+        hits = [a for a in alerts if ep["trader"] in a["trader"].split(";")
+                and a["symbol"] == ep["symbol"]
                 and a["start_ts"] <= ep["end_ts"] and a["end_ts"] >= ep["start_ts"]]
         best = max(hits, key=lambda a: a["score"], default=None)
         found.append({**ep, "alert_id": best["id"] if best else None,
@@ -70,6 +72,11 @@ def run_demo(target: Path, seed: int = 7, as_json: bool = False, mode: str = "ra
     sim = simulate(SimConfig.demo(seed=seed), target / "input")
     say("simulated", {"events": sim.n_events, "episodes": len(sim.episodes)})
     user = getpass.getuser()
+    for kind in ("accounts", "traders", "symbology"):
+        ref = Path(sim.reference_dir) / f"{kind}.csv"
+        if ref.exists():
+            info = reference.load(con, kind, ref, user)
+            say("reference_loaded", {"kind": kind, "rows": info["rows"]})
     reports = [ingest_file(cfg, con, Path(sim.orders_path), "csv", user),
                ingest_file(cfg, con, Path(sim.market_path), "md-csv", user)]
     for r in reports:

@@ -106,6 +106,8 @@ class Service:
         """The raw input lines behind an alert, read back from the source files by byte range."""
         crumbs = self.alert(alert_id)["breadcrumbs"]
         flt = crumbs["filter"]
+        # a cross-account cluster (wash trades) names several traders, joined by ';'
+        traders = [t for t in str(flt.get("trader") or "").split(";") if t]
         out: list[dict[str, Any]] = []
         for crumb in crumbs["files"]:
             path = crumb.get("path")
@@ -120,7 +122,7 @@ class Service:
                     if not raw:
                         break
                     text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                    if flt["trader"] in text and len(out) < limit:
+                    if any(t in text for t in traders) and len(out) < limit:
                         out.append({"source": crumb["source"], "line": number, "raw": text})
         return out
 

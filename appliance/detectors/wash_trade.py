@@ -117,11 +117,13 @@ class WashTrade(RulesDetector):
     def rules(self, m):
         f = lambda n, nan=0.0: col(m, FEATURES, n, nan)  # noqa: E731
         pairs = f("matched_pairs")
+        # One same-size, same-price pair across two accounts of one owner is already the
+        # CME 534 signature; repetition and a flat position make it stronger.
         return [
-            (pairs >= 1, 1.5),
+            (pairs >= 1, 2.0),
             (pairs >= 2, 1.5),
             ((pairs >= 1) & (f("matched_share") >= 0.5), 2.0),
-            (f("cross_account_share") > 0, 0.5),
+            ((pairs >= 1) & (f("cross_account_share") > 0), 1.5),
             ((pairs >= 1) & (f("mean_size_mismatch", 1.0) <= 0.05), 0.5),
             ((pairs >= 1) & (f("net_position_ratio", 1.0) <= 0.2), 0.5),
         ]
