@@ -196,7 +196,6 @@ def _ingest_tee(args: argparse.Namespace) -> int:
     """``ingest --follow`` (until SIGTERM/SIGINT, exit 0) or ``--once``: see docs/tee.md."""
     import getpass
     import signal
-    import threading
 
     from appliance import store, tee
 
@@ -206,7 +205,7 @@ def _ingest_tee(args: argparse.Namespace) -> int:
     cfg = _config(args)
     say = _reporter(args, cfg)
     con = store.connect(cfg.store_path)
-    stop = threading.Event()
+    stop = tee.StopFlag()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     totals = tee.follow(cfg, con, getpass.getuser(), say, once=args.once, poll=args.poll,
@@ -324,6 +323,22 @@ def cmd_events(args: argparse.Namespace) -> int:
     cfg = _config(args)
     info = export_events(cfg, Path(args.out), args.date, args.kind)
     _emit(args, info, lambda: print(f"wrote {info['rows']} {args.kind} events to {args.out}"))
+    return ExitCode.OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    found = _service(args).quarantine(args.file, args.reason, args.limit)
+
+    def text() -> None:
+        if not found["total"]:
+            print("nothing quarantined")
+            return
+        _table(["file", "line", "offset", "step", "field", "reason", "raw"],
+               [[r["source"], r["line"], r["offset"], r["step"], r["field"], r["reason"],
+                 r["raw"][:120]] for r in found["records"]],
+               f"{found['total']} quarantined records {found['reasons']}")
+
+    _emit(args, found, text)
     return ExitCode.OK
 
 
@@ -459,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", metavar="YYYY-MM-DD", help="one trade date (default: all)")
     p.add_argument("--kind", choices=("orders", "market"), default="orders")
     p.add_argument("--out", required=True, metavar="FILE.parquet|FILE.csv")
+
+    p = add("quarantine", cmd_quarantine, "show quarantined records with their reasons and raw "
+            "bytes")
+    p.add_argument("--file", metavar="FILE_ID", help="one input file (its file id)")
+    p.add_argument("--reason", help="one reason code, e.g. bad_timestamp")
+    p.add_argument("--limit", type=int, default=200, metavar="N",
+                   help="records to print (default 200; counts cover all)")
 
     add("detectors", cmd_detectors, "list detectors and their features")
     add("runs", cmd_runs, "list scoring runs with their versions")

@@ -126,6 +126,36 @@ class Service:
                         out.append({"source": crumb["source"], "line": number, "raw": text})
         return out
 
+    def quarantine(self, file_id: str | None = None, reason: str | None = None,
+                   limit: int | None = None) -> dict[str, Any]:
+        """Quarantined records (raw bytes shown with escapes) with per-reason counts; filter by
+        file id and reason."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        sql = "SELECT file_id, path, quarantined FROM files WHERE quarantined > 0"
+        params: list[Any] = []
+        if file_id:
+            sql += " AND file_id = ?"
+            params.append(file_id)
+        records: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for f in store.rows(self.con, sql + " ORDER BY ingested_at, file_id", params):
+            path = self.cfg.data_dir / "quarantine" / f"{f['file_id']}.parquet"
+            if not path.exists():
+                continue
+            table = pq.read_table(path)
+            if reason:
+                table = table.filter(pc.equal(table.column("reason"), reason))
+            for value in table.column("reason").to_pylist():
+                counts[value] = counts.get(value, 0) + 1
+            room = None if limit is None else max(limit - len(records), 0)
+            for rec in table.slice(0, room).to_pylist():
+                rec["raw"] = rec["raw"].decode("utf-8", "backslashreplace")
+                records.append(rec)
+        return {"total": sum(counts.values()), "reasons": dict(sorted(counts.items())),
+                "records": records}
+
     def detectors(self) -> list[dict[str, Any]]:
         return detector_catalog()
 

@@ -150,3 +150,19 @@ def test_vendor_file_with_its_mapping_and_fix_attributes(tmp_path, data):
     assert '""cl_ord_id"": ' in out.read_text()  # attrs exported as JSON text
     wrong = cli("ingest", "--format", "csv", "--mapping", "x.toml", vendor, cfg=data, ok=False)
     assert wrong.returncode == 2 and "takes no --mapping" in wrong.stderr
+
+
+def test_quarantine_shows_every_rejected_record_with_its_raw_bytes(data):
+    messy = DATA / "csv" / "orders_messy.csv"
+    rep = json.loads(cli("ingest", "--format", "csv", messy, "--json", cfg=data).stdout)
+    q = json.loads(cli("quarantine", "--json", cfg=data).stdout)
+    assert q["total"] == rep["quarantined"] == len(q["records"])
+    assert q["reasons"] == rep["reasons"]
+    raw = messy.read_bytes()
+    for rec in q["records"]:
+        assert rec["path"] == str(messy)
+        expected = raw[rec["offset"]:].split(b"\r\n")[0]
+        assert rec["raw"] == expected.decode("utf-8", "backslashreplace")
+    only = json.loads(cli("quarantine", "--reason", "bad_timestamp", "--json", cfg=data).stdout)
+    assert only["total"] == 2 and {r["line"] for r in only["records"]} == {5, 10}
+    assert "ES\\\\xff" in json.dumps(q)  # invalid bytes are shown escaped, not lost
