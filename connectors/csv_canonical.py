@@ -100,6 +100,8 @@ class _CanonicalDelimited:
             (body[~garbage & width], "column_count", None),
         ]
         good = body[~garbage & ~width]
+        if good.size == 0:  # a header and nothing parseable below it
+            return self._result(source, path, None, lines, good, rejects, head)
         if good.size == body.size:  # nothing refused by the scan: parse the bytes in place
             text = pa.py_buffer(data)[min(int(lines.ends[head]) + 1, len(data)):]
         else:
