@@ -699,7 +699,7 @@ class FixConnector:
     description: ClassVar[str] = (
         "FIX 4.2/4.4/5.0 tag=value (QuickFIX logs or raw; SOH, | or ^A): D/F/G/8 to order events"
     )
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def read(self, path: Path, source: str) -> ReadResult:
         data = Path(path).read_bytes()
@@ -754,9 +754,23 @@ class FixConnector:
         ids = [sp.strings(COL[t], allrows) for t in (11, 41, 37)]
         (c11, c41, c37), dictionary = _encode(*ids)
         (c17,), d17 = _encode(sp.strings(COL[17], allrows))
-        action, bad_field, mroot, link, morigin, mlast = _stitch(
-            ok, mclass, et, ignore_et, c11, c41, c37, c17, len(dictionary), len(d17)
-        )
+        # stitched in time order: a log written out of order (a report before the acknowledgement
+        # it follows) must not orphan the later message; file order among equal times
+        perm = self._time_order(buf, sp, n)
+        if perm is None:
+            action, bad_field, mroot, link, morigin, mlast = _stitch(
+                ok, mclass, et, ignore_et, c11, c41, c37, c17, len(dictionary), len(d17)
+            )
+        else:
+            outs = _stitch(ok[perm], mclass[perm], et[perm], ignore_et[perm], c11[perm],
+                           c41[perm], c37[perm], c17[perm], len(dictionary), len(d17))
+            action, bad_field, mroot, link, morigin, mlast = (np.empty_like(x) for x in outs)
+            for dst, src in zip((action, bad_field, mroot, link, morigin, mlast), outs,
+                                strict=True):
+                dst[perm] = src
+            for rows_ in (link, morigin, mlast):  # row numbers back to file order
+                has = rows_ >= 0
+                rows_[has] = perm[rows_[has]]
         for act, reason, step in (
             (A_DUP, "duplicate", "fix:stitch"),
             (A_ORPHAN, "orphan_reference", "fix:stitch"),
@@ -788,6 +802,24 @@ class FixConnector:
         result.extras = extras_table  # type: ignore[attr-defined]
         result.check_balance()
         return result
+
+    @staticmethod
+    def _time_order(buf, sp, n: int) -> np.ndarray | None:
+        """A stable permutation into time order (log prefix, else 60, else 52; a message without
+        a time keeps its place after its predecessor), or None when the file is in order."""
+        key = np.full(n, NAT, np.int64)
+        for col, is_prefix in ((C_PREFIX, True), (COL[60], False), (COL[52], False)):
+            ts, _ = _ts_spans(buf, *sp.span(col), is_prefix)
+            take = (key == NAT) & (ts != NAT)
+            key[take] = ts[take]
+        has = key != NAT
+        if not has.any():
+            return None
+        last = np.maximum.accumulate(np.where(has, np.arange(n), -1))  # latest row with a time
+        key = np.where(last >= 0, key[np.maximum(last, 0)], key[has][0])
+        if (np.diff(key) >= 0).all():
+            return None
+        return np.argsort(key, kind="stable")
 
     # -----------------------------------------------------------------------------------------
     def _convert(self, sp, buf, ev, action, mclass, mroot, morigin, mlast, link, dictionary,
@@ -886,6 +918,8 @@ class FixConnector:
             fail(huge, "impossible_value", str(tag))
             if name in ("exec_qty", "exec_price"):
                 fail(missing & is_fill, "missing_value", str(tag))
+            if name == "leaves_qty":  # LeavesQty is required in every ExecutionReport
+                fail(missing & (mclass[ev] == M_ER), "missing_value", str(tag))
             nums[name] = vals
         exec_qty = nums["exec_qty"].to_numpy(zero_copy_only=False)
         fail(is_fill & (exec_qty == 0), "impossible_value", "32")

@@ -117,6 +117,7 @@ def validate_mapping(m: dict) -> dict:
     fmt.setdefault("thousands", "")
     fmt.setdefault("timezone", "UTC")
     fmt.setdefault("dedupe", True)
+    fmt.setdefault("record_length", 0)  # fixed-width: longer records are column_count (0: any)
     schema = KINDS[kind]
     cols: dict[str, dict] = {}
     for name, spec in m.get("columns", {}).items():
@@ -131,6 +132,14 @@ def validate_mapping(m: dict) -> dict:
         positioned = "start" in spec and ("width" in spec or "end" in spec)
         if layout == "fixed-width" and "default" not in spec and not positioned:
             raise MappingError(f"columns.{name}: fixed-width columns need start and width")
+        if "decimals" in spec:  # implied decimals given per record by another field
+            dec = spec["decimals"]
+            ok = isinstance(dec, dict) and spec["kind"] == "number" and (
+                ("start" in dec and "width" in dec) if layout == "fixed-width"
+                else ("name" in dec or "index" in dec))
+            if not ok:
+                raise MappingError(f"columns.{name}.decimals must be a table with start and "
+                                   "width (fixed-width) or name/index (delimited), on a number")
         cols[name] = spec
     required = [f.name for f in schema if not f.nullable and f.name not in
                 ("source", "offset", "line", "instrument")]  # fmt: skip
@@ -351,7 +360,7 @@ class VendorConnector:
         if fmt["layout"] == "delimited":
             cells, body = self._delimited(path, data, lines, body, names, cols, fmt, rejects)
         else:
-            cells, body = self._fixed(data, lines, body, cols, rejects)
+            cells, body = self._fixed(data, lines, body, cols, fmt, rejects)
         table, kept = self._convert(cells, body, cols, m, schema, rejects)
         events = self._canonical(table, schema, source, lines, kept)
         quarantine, reasons = quarantine_lines(source, path, lines, rejects, step)
@@ -404,6 +413,17 @@ class VendorConnector:
                 raise InputRefused(path, "body", f"CSV structure error: {exc}") from exc
         else:
             t = pa.table({c: pa.array([], pa.string()) for c in colnames})
+        for col, spec in cols.items():  # per-record implied decimals in another column
+            dec = spec.get("decimals")
+            if dec is None:
+                continue
+            if "index" in dec:
+                positions[f"__dec_{col}"] = int(dec["index"]) - 1
+            elif names is not None and str(dec["name"]).lower() in names:
+                positions[f"__dec_{col}"] = names.index(str(dec["name"]).lower())
+            else:
+                raise InputRefused(path, "header", f"columns.{col}.decimals: no column "
+                                   f"{dec.get('name')!r}")  # fmt: skip
         out = {}
         for col, pos in positions.items():
             if 0 <= pos < width:
@@ -421,15 +441,21 @@ class VendorConnector:
             out[col] = pc.binary_join_element_wise(*parts, " ")
         return out, body
 
-    def _fixed(self, data, lines, body, cols, rejects):
+    def _fixed(self, data, lines, body, cols, fmt, rejects):
         text = [data[lines.starts[k] : lines.ends[k]].decode() for k in body.tolist()]
         arr = pa.array(text, pa.string())
         length = np.asarray(pc.utf8_length(arr)) if len(arr) else np.zeros(0, np.int64)
         # a record must reach every required column; optional trailing columns may be cut off
         # (trailing spaces trimmed by editors, short records) and are then empty
-        last_start = max((int(s["start"]) for c, s in cols.items()
-                          if "start" in s and s.get("required", c in _REQUIRED)), default=1)
+        starts = [int(s["start"]) for c, s in cols.items()
+                  if "start" in s and s.get("required", c in _REQUIRED)]
+        starts += [int(s["decimals"]["start"]) for c, s in cols.items()
+                   if "decimals" in s and s.get("required", c in _REQUIRED)]
+        last_start = max(starts, default=1)
         short = length < last_start
+        limit = int(fmt["record_length"])
+        if limit:  # a record longer than the record length has a field too many
+            short |= length > limit
         rejects.append((body[short], "column_count", None))
         keep = ~short
         body = body[keep]
@@ -441,6 +467,10 @@ class VendorConnector:
             a = int(s["start"]) - 1
             w = int(s["width"]) if "width" in s else int(s["end"]) - a
             out[col] = pc.utf8_slice_codeunits(arr, a, a + w)
+            if "decimals" in s:
+                d = s["decimals"]
+                a = int(d["start"]) - 1
+                out[f"__dec_{col}"] = pc.utf8_slice_codeunits(arr, a, a + int(d["width"]))
         return out, body
 
     def _convert(self, cells, body, cols, m, schema, rejects):
@@ -483,6 +513,14 @@ class VendorConnector:
                         parsed = pc.divide(parsed, float(round(inv)))
                     else:
                         parsed = pc.multiply(parsed, scale)
+                if f"__dec_{name}" in cells:  # implied decimals per record: exact division
+                    dec, dmissing, dbad = parse_number(cells[f"__dec_{name}"])
+                    d = dec.to_numpy(zero_copy_only=False)
+                    dbad = dbad | (~dmissing & ((d < 0) | (d > 15) | (d != np.round(d))))
+                    bad = bad | (dbad & ~missing)
+                    missing = missing | dmissing  # a value without its decimals is no value
+                    powers = np.power(10.0, np.where(dbad | dmissing, 0, np.nan_to_num(d)))
+                    parsed = pc.divide(parsed, pa.array(powers))
                 why = "non_numeric"
             elif kind in ("side", "event"):
                 parsed, missing, bad = normalise_tokens(col, m[kind])

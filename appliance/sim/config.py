@@ -30,6 +30,9 @@ class SimConfig:
     fix_sep: str = "soh"
     #: agent roles to switch off (e.g. ("close_marker",)) for counterfactual runs
     disable: tuple[str, ...] = ()
+    #: PU realism: this fraction of each pattern's positive episodes (rounded down) is left out
+    #: of truth.csv and written to truth_hidden.csv instead (manipulations nobody labelled)
+    unlabelled: float = 0.1
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -38,6 +41,8 @@ class SimConfig:
             raise ValueError("minutes, instruments and traders must be positive")
         if not 0.0 <= self.dirty <= 1.0:
             raise ValueError("dirty must be within [0, 1]")
+        if not 0.0 <= self.unlabelled < 1.0:
+            raise ValueError("unlabelled must be within [0, 1)")
 
     @classmethod
     def demo(cls, seed: int = 7, **kw) -> SimConfig:
@@ -63,4 +68,6 @@ class SimResult:
     defects_path: Path | None = None
     clean_orders_path: Path | None = None
     seconds: float = 0.0
+    #: positive episodes left unlabelled on purpose (truth_hidden.csv), same dict shape
+    hidden_episodes: list[dict] = field(default_factory=list)
 

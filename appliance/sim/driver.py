@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -217,11 +217,11 @@ def simulate(cfg: SimConfig, out_dir) -> SimResult:
     if renderer is not None:
         defects_path = renderer.close()
     settlement = _write_reference(out / "reference", pop, books, t0, T, cfg)
-    episodes = _write_truth(out, pop, books, links, t0)
+    episodes, hidden = _write_truth(out, pop, books, links, t0, cfg)
     return SimResult(out, orders_path, market_path, out / "truth.csv", out / "reference",
                      n_o + n_m, n_o, n_m, episodes, settlement, defects_path,
                      clean_path if renderer is not None else None,
-                     time.perf_counter() - t_start)
+                     time.perf_counter() - t_start, hidden)
 
 
 def _price(inst, lvl: float) -> float:
@@ -243,8 +243,15 @@ def _write_reference(ref: Path, pop: Population, books, t0: int, T: int, cfg) ->
     with open(ref / "symbology.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["symbol", "instrument", "valid_from", "valid_to"])
+        # effective-dated: valid_from inclusive, valid_to exclusive (the session day); each
+        # contract under its exchange symbol and its two-digit-year spelling (vendors use both)
+        from .render import alt_symbol
+
+        day = datetime.strptime(cfg.date, "%Y-%m-%d")
+        valid_to = (day + timedelta(days=1)).strftime("%Y-%m-%d")
         for i in pop.instruments:
-            w.writerow([i.symbol, i.name, cfg.date, cfg.date])
+            w.writerow([i.symbol, i.name, cfg.date, valid_to])
+            w.writerow([alt_symbol(i.symbol), i.name, cfg.date, valid_to])
     with open(ref / "instruments.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["instrument", "symbol", "venue", "tick_size"])
@@ -272,7 +279,21 @@ def _write_reference(ref: Path, pop: Population, books, t0: int, T: int, cfg) ->
     return settle
 
 
-def _write_truth(out: Path, pop: Population, books, links, t0: int) -> list[dict]:
+def _hide(eps: list[dict], cfg: SimConfig) -> set[str]:
+    """Episode ids left unlabelled: floor(unlabelled × n) of each pattern's n positives, drawn
+    with the run's seed (PU realism: some manipulations are never labelled)."""
+    rng = np.random.default_rng([cfg.seed, 4343])
+    hidden: set[str] = set()
+    for pat in sorted({d["pattern"] for d in eps}):
+        ids = [d["episode_id"] for d in eps if d["pattern"] == pat and d["label"] == "positive"]
+        k = int(cfg.unlabelled * len(ids))
+        if k:
+            hidden.update(ids[i] for i in rng.choice(len(ids), k, replace=False).tolist())
+    return hidden
+
+
+def _write_truth(out: Path, pop: Population, books, links, t0: int,
+                 cfg: SimConfig) -> tuple[list[dict], list[dict]]:
     tl = np.concatenate(links) if links else np.zeros((0, E.TLW), np.int64)
     order = np.lexsort((tl[:, E.TL_OID], tl[:, E.TL_EP], tl[:, E.TL_INST]))
     tl = tl[order]
@@ -309,20 +330,24 @@ def _write_truth(out: Path, pop: Population, books, links, t0: int) -> list[dict
                 "order_roles": roles,
             })
     eps.sort(key=lambda d: (d["start_ns"], d["episode_id"]))
-    with open(out / "truth.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["episode_id", "pattern", "label", "trader", "accounts", "symbol", "start_ts",
-                    "end_ts", "order_ids"])
-        for d in eps:
-            w.writerow([d["episode_id"], d["pattern"], d["label"], d["trader"],
-                        ";".join(d["accounts"]), d["symbol"], d["start_ts"], d["end_ts"],
-                        ";".join(d["order_ids"])])
-    with open(out / "truth_orders.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["episode_id", "order_id", "role"])
-        for d in eps:
-            for o, r in d["order_roles"].items():
-                w.writerow([d["episode_id"], o, r])
+    hide = _hide(eps, cfg)
+    shown = [d for d in eps if d["episode_id"] not in hide]
+    hidden = [d for d in eps if d["episode_id"] in hide]
+    for name, part in (("truth", shown), ("truth_hidden", hidden)):
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["episode_id", "pattern", "label", "trader", "accounts", "symbol",
+                        "start_ts", "end_ts", "order_ids"])
+            for d in part:
+                w.writerow([d["episode_id"], d["pattern"], d["label"], d["trader"],
+                            ";".join(d["accounts"]), d["symbol"], d["start_ts"], d["end_ts"],
+                            ";".join(d["order_ids"])])
+        with open(out / f"{name}_orders.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["episode_id", "order_id", "role"])
+            for d in part:
+                for o, r in d["order_roles"].items():
+                    w.writerow([d["episode_id"], o, r])
     for d in eps:
         del d["order_roles"]
-    return eps
+    return shown, hidden

@@ -3,9 +3,16 @@
 Formats: ``fix`` (QuickFIX file-log lines, FIX 4.2/4.4, SOH or ``|``), ``vendor-a`` (``;``
 delimited, US/Central local time, B/S), ``vendor-b`` (tab delimited, shuffled columns,
 Europe/Berlin local time, K/V sides, day-first dates, decimal commas) and ``fixed-width``
-(80-column text, US/Eastern local time, implied decimals). With ``dirty`` > 0 the renderer injects
-defects at that rate per row and lists each one in ``defects.csv`` (line in the rendered file,
-kind, field, canonical row index in ``clean/orders.csv``, detail).
+(103-character records, US/Eastern local time, implied decimals). With ``dirty`` > 0 the renderer
+injects defects at that rate per row and lists each one in ``defects.csv`` (line in the rendered
+file, kind, field, canonical row index in ``clean/orders.csv``, detail).
+
+Every defect is one a reader can repair or must quarantine (``tests/test_dirty_roundtrip.py``):
+repaired: ``duplicate`` (a resend: quarantined as ``duplicate``, the event itself is kept),
+``reordered``, ``bad_symbol`` (a spelling the symbology resolves), ``extra_field`` in FIX (an
+unknown user-defined tag); quarantined: ``garbage``, ``truncated``, ``missing_field`` (a field the
+event needs; in FIX a required ExecutionReport tag, which the reader may also inherit from the
+order), ``extra_field`` in the text dialects (one column too many / a record longer than LRECL).
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ EXT = {"fix": "fix.log", "vendor-a": "vendor_a.csv", "vendor-b": "vendor_b.tsv",
 TZ = {"vendor-a": "America/Chicago", "vendor-b": "Europe/Berlin", "fixed-width": "America/New_York"}
 DEFECT_KINDS = ("garbage", "truncated", "duplicate", "reordered", "missing_field", "bad_symbol",
                 "extra_field")
+#: fixed-width record length without the newline (the banner's LRECL counts the newline)
+FW_LEN = 103
+#: FIX tags a missing_field defect may remove: required in every ExecutionReport, or the trader
+FIX_NEEDED = ("50", "37", "17", "150", "39", "54", "55", "151")
+FIX_NEEDED_FILL = ("32", "31")
 
 
 def make_renderer(cfg, pop, out: Path, t0: int, firm: str) -> Renderer:
@@ -58,6 +70,9 @@ class Renderer:
             self.off_ns = int(d.utcoffset().total_seconds()) * 10**9
         # one alias per trader (vendors rarely use the canonical id)
         self.alias = [t.aliases[(i + cfg.seed) % len(t.aliases)] for i, t in enumerate(pop.traders)]
+        if self.fmt == "fixed-width":  # 8-character user ids on the mainframe: the short alias
+            self.alias = [min(t.aliases, key=len) for t in pop.traders]
+        self.alt = {i.symbol: alt_symbol(i.symbol) for i in pop.instruments}
         self.syms = [i.symbol for i in pop.instruments]
         self.header()
 
@@ -118,7 +133,7 @@ class Renderer:
             ep = (i.pbase + int(r[E.E_EXLVL])) * i.tickq if ev == E.EV_FILL else 0
             return [lt.strftime("%y%m%d"), lt.strftime("%H%M%S") + f"{ms:03d}", f"{trd[:8]:<8}",
                     f"{acc[:8]:<8}", f"{sym[:6]:<6}", "BS"[side], "NMCFR"[ev],
-                    f"{oid[-12:]:>12}", f"{ip:>10d}", f"{int(r[E.E_QTY]):>5d}",
+                    f"{oid:>13}", f"{ip:>10d}", f"{int(r[E.E_QTY]):>5d}",
                     f"{int(r[E.E_LEAVES]):>5d}", f"{int(r[E.E_EXQ]) if ev == E.EV_FILL else 0:>5d}",
                     f"{ep:>10d}", str(i.dec)]
         # FIX execution report
@@ -146,8 +161,7 @@ class Renderer:
         if self.fmt == "vendor-b":
             return ("\t".join(fl) + "\n").encode()
         if self.fmt == "fixed-width":
-            s = " ".join(fl)
-            return (f"{s:<103}"[:103] + "\n").encode()
+            return (f"{' '.join(fl):<{FW_LEN}}" + "\n").encode()
         sep = self.sep
         body = sep.join(fl) + sep
         head = f"8={self.fixv}{sep}9={len(body)}{sep}"
@@ -158,6 +172,15 @@ class Renderer:
 
     def defect(self, kind: str, field: str, row: int, detail: str, line: int | None = None):
         self.defects.append((self.line + 1 if line is None else line, kind, field, row, detail))
+
+    def needed(self, fl: list[str], ev: int) -> list[int]:
+        """Positions of the fields the event needs (a missing_field defect blanks one)."""
+        if self.fmt == "fix":
+            tags = FIX_NEEDED + (FIX_NEEDED_FILL if ev == E.EV_FILL else ())
+            return [k for k, x in enumerate(fl) if x.split("=", 1)[0] in tags]
+        n = {"vendor-a": 13, "vendor-b": 12, "fixed-width": 14}[self.fmt]
+        fills = {"vendor-a": (11, 12), "vendor-b": (10, 11), "fixed-width": (11, 12)}[self.fmt]
+        return [k for k in range(n) if fl[k].strip() and (ev == E.EV_FILL or k not in fills)]
 
     def write(self, rows: np.ndarray) -> None:
         rate = self.cfg.dirty
@@ -172,34 +195,53 @@ class Renderer:
             if rate > 0 and u[i, 0] < rate:
                 kind = DEFECT_KINDS[int(u[i, 1] * len(DEFECT_KINDS))]
             if kind == "missing_field":
-                j = 2 + int(self.rng.integers(len(fl) - 2))
+                cand = self.needed(fl, int(r[E.E_EV]))
+                j = cand[int(self.rng.integers(len(cand)))]
                 if self.fmt == "fix":
-                    j = 5 + int(self.rng.integers(len(fl) - 5))
                     self.defect(kind, fl[j].split("=")[0], row, "tag removed")
                     del fl[j]
                 else:
                     self.defect(kind, str(j), row, "field blanked")
-                    fl[j] = ""
+                    fl[j] = " " * len(fl[j]) if self.fmt == "fixed-width" else ""
             elif kind == "bad_symbol":
                 j = next(k for k, x in enumerate(fl) if x.strip() in self.syms or
                          x.startswith("55="))
                 old = fl[j]
                 s = old.split("=")[-1].strip()
-                bad = s[:-1] + ("X" if s[-1] != "X" else "Y") if self.rng.random() < 0.5 \
-                    else s.lower()
+                bad = self.alt[s] if self.rng.random() < 0.5 else s.lower()
                 fl[j] = old.replace(s, bad)
+                if self.fmt == "fixed-width":
+                    fl[j] = f"{fl[j].strip()[:6]:<6}"
                 self.defect(kind, "symbol", row, f"{s}->{bad}")
-            elif kind == "extra_field" and self.fmt != "fix":
-                fl.append("EXTRA" + str(int(self.rng.integers(1000))))
-                self.defect(kind, str(len(fl) - 1), row, "unexpected trailing column")
+            elif kind == "extra_field":
+                x = str(int(self.rng.integers(1000)))
+                if self.fmt == "fix":  # an unknown user-defined tag: valid FIX, ignored
+                    fl.insert(len(fl) - 1, f"{5000 + int(x)}=X{x}")
+                    self.defect(kind, str(5000 + int(x)), row, "unknown user-defined tag")
+                else:
+                    fl.append("EXTRA" + x)
+                    self.defect(kind, str(len(fl) - 1), row, "unexpected trailing column")
             line = self.join(fl, ts)
             if kind == "garbage":
-                junk = self.rng.integers(0, 256, int(self.rng.integers(5, 60)), np.uint8).tobytes()
-                junk = junk.replace(b"\n", b"\x00")
+                n = int(self.rng.integers(5, 60))
+                junk = bytearray(self.rng.integers(0, 256, n, np.uint8).tobytes())
+                junk[0] = 0x80 | (junk[0] & 0x3F)  # a stray continuation byte: never UTF-8
+                junk = bytes(junk).replace(b"\n", b"\x00").replace(b"\r", b"\x00")
                 self.defect("garbage", "", -1, f"{len(junk)} binary bytes")
                 self.emit(junk + b"\n")
             elif kind == "truncated":
-                cut = int(self.rng.integers(5, max(6, len(line) - 2)))
+                # cut inside the record so that something the reader needs is lost: before the
+                # last field separator (delimited), before the decimals column (fixed-width),
+                # anywhere before the CheckSum (FIX); a cut inside an unneeded trailing field
+                # would not be a defect at all
+                if self.fmt == "fixed-width":
+                    end = len(" ".join(fl)) - 1
+                elif self.fmt == "fix":
+                    end = len(line) - 2
+                else:
+                    end = line.rindex(b";" if self.fmt == "vendor-a" else b"\t")
+                lo = min(30, end - 1)  # past the time stamp: cut records rarely collide
+                cut = int(self.rng.integers(lo, max(lo + 1, end)))
                 line = line[:cut] + b"\n"
                 self.defect(kind, "", row, f"cut at byte {cut}")
             if kind == "reordered" and self.held is None:
@@ -214,8 +256,8 @@ class Renderer:
             if kind == "duplicate":
                 self.defect(kind, "", row, "resend of the previous line")
                 dup = line
-                if self.fmt == "fix":
-                    dup = line.replace(b"35=8", b"35=8" + self.sep.encode() + b"43=Y", 1)
+                if self.fmt == "fix":  # PossDupFlag resend: same MsgSeqNum, new 9 and 10
+                    dup = self.join([fl[0], "43=Y", *fl[1:]], ts)
                 self.emit(dup)
 
     def close(self) -> Path:
@@ -231,3 +273,11 @@ class Renderer:
             w.writerow(["line", "kind", "field", "canonical_row", "detail"])
             w.writerows(self.defects)
         return p
+
+
+def alt_symbol(sym: str) -> str:
+    """The other spelling of a futures symbol: a two-digit year (ESZ6 -> ESZ26). The symbology
+    file lists both (``reference/symbology.csv``)."""
+    if len(sym) >= 3 and sym[-1].isdigit() and sym[-2].isalpha():
+        return sym[:-1] + "2" + sym[-1]
+    return sym + ".X"
