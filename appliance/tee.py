@@ -28,7 +28,7 @@ import errno
 import fcntl
 import hashlib
 import os
-import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -430,6 +430,26 @@ class Tee:
 # --------------------------------------------------------------------------- the loop
 
 
+class StopFlag:
+    """Set from a signal handler: unlike threading.Event it takes no lock, so setting it while the
+    main thread is inside ``wait`` cannot deadlock."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.flag and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.02))
+        return self.flag
+
+
 class _Lock:
     """Exclusive flock on <data dir>/tee.lock: one follower at a time (released on kill -9)."""
 
@@ -468,13 +488,13 @@ def _warm_up(cfg: Config) -> None:
 
 
 def follow(cfg: Config, con: apsw.Connection, user: str, say: Say, *, once: bool,
-           poll: float | None = None, stop: threading.Event | None = None) -> dict[str, Any]:
+           poll: float | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
     """Follow the tee until ``stop`` is set (or one pass with ``once``); return the totals.
 
     With ``once``, a disk-full error is raised (DiskFull); while following it is logged and the
     pass is retried after a pause, so the follower resumes by itself once space is freed.
     """
-    stop = stop or threading.Event()
+    stop = stop or StopFlag()
     poll = float(poll if poll is not None else cfg.get("tee.poll_seconds"))
     if not cfg.get("tee.sources"):
         raise ConfigError(f"{cfg.path}: no [[tee.sources]] configured: nothing to follow "
