@@ -248,6 +248,7 @@ class Writer(threading.Thread):
         fh.close()
 
 
+@pytest.mark.slow
 def test_kill_loop_every_record_exactly_once(tmp_path):
     """≥ 50 kill -9 of `surveil ingest --follow` while the log grows, rotates and is gzipped."""
     cfg_path, logs = setup_dir(tmp_path, chunk_bytes=2048, fingerprint_bytes=512)
