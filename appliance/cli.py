@@ -366,10 +366,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_console(args: argparse.Namespace) -> int:
-    from tui.app import run_console
+#: Opens the console for a service. The core never imports the console: the program's entry
+#: point (``tui.launch``) hands it in, so headless jobs never load Textual.
+ConsoleOpener = Callable[[Any], int]
+_console_opener: ConsoleOpener | None = None
 
-    return run_console(_service(args))
+
+def cmd_console(args: argparse.Namespace) -> int:
+    if _console_opener is None:
+        print("surveil: the console is not part of this installation (start it with the "
+              "`surveil` program, not `python -m appliance.cli`)", file=sys.stderr)
+        return ExitCode.USAGE
+    return _console_opener(_service(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -505,8 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``surveil`` console script."""
+def main(argv: Sequence[str] | None = None, console: ConsoleOpener | None = None) -> int:
+    """Run one ``surveil`` command. ``console`` opens the officer's console (given by the
+    program's entry point, ``tui.launch.main``)."""
+    global _console_opener
+    _console_opener = console
     args = build_parser().parse_args(argv)
     _absolute_paths(args)
     if not args.config and os.environ.get("SURVEIL_CONFIG"):

@@ -3,7 +3,7 @@
 In a PyInstaller app ``sys.executable`` is this program, and Ray (plus multiprocessing, joblib/loky)
 starts its helpers and workers as ``sys.executable [python flags] script.py|-m mod|-c code ...``.
 Those invocations are recognised here and run with ``runpy`` exactly as CPython would; every
-other invocation goes to the product CLI (``appliance.cli.main``).
+other invocation goes to the product program (``tui.launch.main``: the CLI plus the console).
 
 Safety: a process started by the app (marker env var set by the CLI / probe) whose arguments are
 not a recognised interpreter invocation exits with status 3 instead of re-entering ``main()``,
@@ -142,7 +142,7 @@ def main() -> None:
         import probe
 
         raise SystemExit(probe.main(argv[1:]))
-    from appliance.cli import main as cli_main
+    from tui.launch import main as cli_main
 
     raise SystemExit(cli_main())
 

@@ -21,3 +21,17 @@ def test_help_does_not_import_heavy_libraries():
             "print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_program_entry_point_loads_textual_only_for_the_console():
+    code = ("import sys\nimport tui.launch\nfrom appliance.cli import build_parser\n"
+            "build_parser()\nprint('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_core_cli_alone_has_no_console(capsys):
+    from appliance.cli import main
+
+    assert main(["--config", "/nonexistent.toml", "console"]) == 2
+    assert "console is not part of this installation" in capsys.readouterr().err
