@@ -70,13 +70,13 @@ PATTERNS = ("spoofing", "layering", "wash_trade", "quote_stuffing", "front_runni
             "marking_the_close", "momentum_ignition")
 # agent kinds
 (K_MM, K_SPOOF, K_REEVAL, K_HEDGER, K_PROP, K_LAYER, K_WASH, K_WASHNEG, K_QSTUFF, K_QSNEG,
- K_EXEC, K_FRONT, K_FRNEG, K_MARK, K_MARKNEG, K_IGNITE, K_IGNNEG) = range(1, 18)
+ K_EXEC, K_FRONT, K_FRNEG, K_MARK, K_MARKNEG, K_IGNITE, K_IGNNEG, K_JOCKEY) = range(1, 19)
 KIND_NAMES = {K_MM: "market_maker", K_SPOOF: "spoofer", K_REEVAL: "re_evaluator",
               K_HEDGER: "hedger", K_PROP: "prop", K_LAYER: "layerer", K_WASH: "wash_trader",
               K_WASHNEG: "independent_algo", K_QSTUFF: "quote_stuffer",
               K_QSNEG: "requote_storm", K_EXEC: "exec_algo", K_FRONT: "front_runner",
               K_FRNEG: "pre_hedger", K_MARK: "close_marker", K_MARKNEG: "close_hedger",
-              K_IGNITE: "momentum_igniter", K_IGNNEG: "liquidator"}
+              K_IGNITE: "momentum_igniter", K_IGNNEG: "liquidator", K_JOCKEY: "queue_jockey"}
 # agent int fields
 A_KIND, A_TRD, A_ACC, A_ACC2, A_STATE, A_POS, A_CNT, A_EP, A_SIDE, A_PEND = range(10)
 A_CENTER2, A_NCYC, A_OWNER, A_I0, A_I1, A_I2, A_I3, A_TEND, A_T0, A_PAT = range(10, 20)
@@ -941,7 +941,8 @@ def agent_act2(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, ac
     late = now >= I[TSESS] - np.int64(15 * NS)
     acc = AI[ag, A_ACC]
     if k == K_LAYER:
-        # I0 levels, I1 distance; AF0 size mult, AF1 duration s, AF2 re-peg period s, AF4 gap
+        # I0 levels, I1 distance; AF0 size mult, AF1 duration s, AF2 re-peg period s,
+        # AF3 p re-peg by cancel + new (else MODIFY), AF4 gap
         L = AI[ag, A_I0]
         d = AI[ag, A_I1]
         if act == ACT_START:
@@ -979,8 +980,15 @@ def agent_act2(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, ac
                 h = AI[ag, A_H + 1 + j]
                 tgt = t0 - sgn(b) * (d + j)
                 if h >= 0 and OP[h, O_LVL] != tgt:
-                    modify_order(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, h,
-                                 tgt, OP[h, O_QTY])
+                    if rnd(R, 1) < AF[ag, 3]:
+                        # re-peg by cancel + new order (a new order id) instead of MODIFY
+                        q = OP[h, O_QTY]
+                        cancel_slot(I, OP, LV, BG, FREE, AI, OO, EPT, ag, 1 + j)
+                        place(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag,
+                              1 + j, b, tgt, q, R_BAIT, acc, False)
+                    else:
+                        modify_order(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST,
+                                     h, tgt, OP[h, O_QTY])
             hpush(I, H, after(I, R, AF[ag, 2] * runi(R, 1, 0.5, 1.5)), ag, ACT_STEP,
                   AI[ag, A_CNT])
         elif act == ACT_SMALL:
@@ -1426,6 +1434,56 @@ def agent_act(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, act
             cancel_all(I, OP, LV, BG, FREE, AI, OO, EPT, ag)
             AI[ag, A_STATE] = 0
             sched_next_burst(I, R, H, AI, AF, ag, AF[ag, 4], 10.0)
+        return
+    if k == K_JOCKEY:
+        # legitimate directional trader working a parent with one passive child pegged I1
+        # ticks behind its touch; when the touch moves it cancels and re-enters at the new
+        # peg (pegged / queue-jockeying orders, patterns.md 2.1 hard negatives). AF0 child
+        # size mult, AF1 parent duration s, AF2 check period s, AF3 p chase per check, AF4
+        # gap mean s; I0 max children per parent, I1 max peg offset in ticks (drawn per parent)
+        if act == ACT_START:
+            if now >= I[TSESS] - np.int64(15 * NS):
+                return
+            AI[ag, A_CNT] += 1
+            AI[ag, A_EP] = new_episode(I, AI, EPT, ag, P_SPOOF, 1)
+            AI[ag, A_STATE] = 1
+            s = 0 if rnd(R, 1) < 0.5 else 1
+            AI[ag, A_SIDE] = s
+            AI[ag, A_NCYC] = rint(R, 1, 1, AI[ag, A_I0])
+            AI[ag, A_X0] = rint(R, 1, 0, AI[ag, A_I1])  # this parent's peg offset
+            AI[ag, A_TEND] = after(I, R, AF[ag, 1] * runi(R, 1, 0.5, 1.5))
+            q = max(1, np.int64(F[MEDSZ] * AF[ag, 0] * runi(R, 1, 0.7, 1.3)))
+            place(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, 0, s,
+                  touch(I, F, s) - sgn(s) * AI[ag, A_X0], q, R_CHILD, AI[ag, A_ACC], False)
+            hpush(I, H, after(I, R, AF[ag, 2] * runi(R, 1, 0.5, 1.5)), ag, ACT_STEP,
+                  AI[ag, A_CNT])
+            return
+        if act != ACT_STEP or arg != AI[ag, A_CNT] or AI[ag, A_STATE] != 1:
+            return
+        s = AI[ag, A_SIDE]
+        h = AI[ag, A_H]
+        peg = touch(I, F, s) - sgn(s) * AI[ag, A_X0]
+        done = False
+        if now >= AI[ag, A_TEND] or closing:
+            done = True
+        elif h < 0:
+            AI[ag, A_NCYC] -= 1
+            done = AI[ag, A_NCYC] <= 0
+            if not done:
+                q = max(1, np.int64(F[MEDSZ] * AF[ag, 0] * runi(R, 1, 0.7, 1.3)))
+                place(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, 0, s,
+                      peg, q, R_CHILD, AI[ag, A_ACC], False)
+        elif OP[h, O_LVL] != peg and rnd(R, 1) < AF[ag, 3]:
+            q = OP[h, O_QTY]
+            cancel_slot(I, OP, LV, BG, FREE, AI, OO, EPT, ag, 0)
+            place(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, 0, s,
+                  peg, q, R_CHILD, AI[ag, A_ACC], False)
+        if done:
+            cancel_all(I, OP, LV, BG, FREE, AI, OO, EPT, ag)
+            AI[ag, A_STATE] = 0
+            sched_next_burst(I, R, H, AI, AF, ag, AF[ag, 4], 5.0)
+            return
+        hpush(I, H, after(I, R, AF[ag, 2] * runi(R, 1, 0.5, 1.5)), ag, ACT_STEP, arg)
         return
     if k == K_PROP:
         # legitimate prop trader: occasional passive or aggressive orders, cancels stale ones

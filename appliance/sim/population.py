@@ -29,10 +29,10 @@ LAST = ["kowalski", "meyer", "tanaka", "okafor", "silva", "novak", "haddad", "la
 # role order: the first 20 give every pattern and every hard negative one trader
 ROLES = [E.K_MM, E.K_SPOOF, E.K_MM, E.K_SPOOF, E.K_REEVAL, E.K_HEDGER, E.K_EXEC, E.K_LAYER,
          E.K_WASH, E.K_WASHNEG, E.K_QSTUFF, E.K_QSNEG, E.K_FRONT, E.K_FRNEG, E.K_MARK,
-         E.K_MARKNEG, E.K_IGNITE, E.K_IGNNEG, E.K_SPOOF, E.K_PROP]
-EXTRA_ROLES = [E.K_PROP, E.K_HEDGER, E.K_MM, E.K_EXEC, E.K_REEVAL, E.K_PROP, E.K_SPOOF,
+         E.K_MARKNEG, E.K_IGNITE, E.K_IGNNEG, E.K_SPOOF, E.K_JOCKEY]
+EXTRA_ROLES = [E.K_PROP, E.K_JOCKEY, E.K_HEDGER, E.K_MM, E.K_EXEC, E.K_REEVAL, E.K_PROP, E.K_SPOOF,
                E.K_LAYER, E.K_MARKNEG, E.K_IGNNEG]
-ON_ALL = {E.K_MM, E.K_EXEC, E.K_HEDGER, E.K_PROP, E.K_REEVAL}
+ON_ALL = {E.K_MM, E.K_EXEC, E.K_HEDGER, E.K_PROP, E.K_REEVAL, E.K_JOCKEY}
 
 
 @dataclass
@@ -176,9 +176,17 @@ def agent_params(t: Trader, ti: int, owner: int, rng: np.random.Generator) -> di
         af.update({0: u(10.0, 30.0), 1: u(20.0, 120.0), 4: u(30.0, 180.0)})
     elif k == E.K_PROP:
         af.update({0: u(0.5, 4.0)})
+    elif k == E.K_JOCKEY:
+        # matched to the spoofer's marginals: child size ~ genuine size, check period ~ bait
+        # lifetime, a chase probability that spreads the cancel rate over the spoofers' range
+        ai.update({E.A_I0: int(rng.integers(2, 8)), E.A_I1: int(rng.integers(1, 4))})
+        af.update({0: u(1.0, 3.0), 1: u(10.0, 40.0), 2: u(0.15, 0.8), 3: u(0.5, 1.0),
+                   4: u(10.0, 30.0)})
+        start = u(1.0, 30.0)
     elif k == E.K_LAYER:
         ai.update({E.A_I0: int(rng.integers(3, 7)), E.A_I1: int(rng.integers(2, 5))})
-        af.update({0: u(3.0, 8.0), 1: u(10.0, 60.0), 2: u(0.3, 2.0), 4: u(120.0, 400.0)})
+        af.update({0: u(3.0, 8.0), 1: u(10.0, 60.0), 2: u(0.3, 2.0), 4: u(120.0, 400.0),
+                   3: u(0.0, 0.9)})
     elif k == E.K_WASH:
         af.update({0: u(1.0, 4.0), 1: u(0.0, 0.5), 4: u(90.0, 300.0)})
         ai.update({E.A_I0: int(rng.integers(2, 8))})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from appliance.sim import SimConfig, simulate
 
@@ -89,9 +88,9 @@ def _auc(pos, neg):
     return (rp - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
-@pytest.mark.xfail(reason="known gap: spoofing episodes still cancel less than market-maker "
-                   "hard negatives (AUC ~0.17); needs matched-marginal tuning", strict=False)
 def test_cancel_rate_alone_does_not_separate(demo_run):
+    """Matched-marginal negatives (patterns.md 4.3): on cancel rate alone, spoofing/layering
+    positives and their hard negatives are near chance (AUC within [0.35, 0.65])."""
     eps = demo_run.episodes
     pos = [e for e in eps if e["pattern"] in ("spoofing", "layering") and e["label"] == "positive"]
     neg = [e for e in eps if e["pattern"] in ("spoofing", "layering")
@@ -99,7 +98,11 @@ def test_cancel_rate_alone_does_not_separate(demo_run):
     cp, cn = _cancel_rate(demo_run, pos), _cancel_rate(demo_run, neg)
     assert len(cp) >= 10 and len(cn) >= 10
     auc = _auc(cp, cn)
-    assert 0.25 < auc < 0.75, auc
+    assert 0.35 <= auc <= 0.65, auc
+    # overlap, not just a balanced AUC: a quarter of the positives lie inside the negatives'
+    # interquartile range
+    lo, hi = np.percentile(cn, [25, 75])
+    assert ((cp >= lo) & (cp <= hi)).mean() > 0.25
     # market makers (hard negatives) cancel more than 90% of their orders
     mm = [e for e in neg if e["role"] == "market_maker"]
     assert _cancel_rate(demo_run, mm).mean() > 0.9
