@@ -16,8 +16,11 @@ book the trader saw when sending it):
 ``ctx_tick``        the symbol's tick size (smallest price step seen in its quotes/orders)
 ==================  ==========================================================================
 
-All joins are vectorised ``searchsorted`` per symbol; the result does not depend on how the
-events are later partitioned, so it is done once per trade date by the driver.
+The result does not depend on how the events are partitioned. ``attach`` joins a whole table
+(vectorised ``searchsorted`` per symbol); the run instead streams the day once through
+``DayFacts`` (the day-level facts: tick per symbol, instrument spans), ships the tapes and those
+facts to the workers once (``DayMarket``), and each partition joins its own rows with
+``attach_arrays`` (a linear numba merge per symbol, same values).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 CONTEXT_COLUMNS = ("ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_last",
                    "ctx_mkt_vol", "ctx_mkt_buy", "ctx_mid_after", "ctx_ref_mid", "ctx_tick")
@@ -219,3 +223,173 @@ def tape_volume_at(market: Tapes, symbol: str, t: int) -> float:
         return 0.0
     i = int(tape.before(np.array([t]))[0])
     return float(tape.cum_vol[i]) if i >= 0 else 0.0
+
+
+# --------------------------------------------------------------------------- per-partition join
+
+
+@njit(cache=True)
+def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, cum_buy, mid,
+               after_ns, o_bid, o_ask, o_bid_size, o_ask_size, o_last, o_vol, o_buy,
+               o_after):  # pragma: no cover - numba
+    """As-of join of ``rows`` (time order) to one symbol's tape as a linear merge: the last tape
+    row strictly before each event, and the last at or before ``t + after_ns``. Same result as
+    ``_Tape.before`` / ``at_or_before`` + ``_take``."""
+    m = tape_ts.shape[0]
+    i = 0  # tape rows strictly before t
+    j = 0  # tape rows at or before t + after_ns
+    for r in range(rows.shape[0]):
+        k = rows[r]
+        t = ts[k]
+        while i < m and tape_ts[i] < t:
+            i += 1
+        while j < m and tape_ts[j] <= t + after_ns:
+            j += 1
+        if i > 0:
+            p = i - 1
+            o_bid[k] = bid[p]
+            o_ask[k] = ask[p]
+            o_bid_size[k] = bid_size[p]
+            o_ask_size[k] = ask_size[p]
+            o_last[k] = last[p]
+            o_vol[k] = cum_vol[p]
+            o_buy[k] = cum_buy[p]
+        else:
+            o_vol[k] = 0.0
+            o_buy[k] = 0.0
+        if j > 0:
+            o_after[k] = mid[j - 1]
+
+
+@njit(cache=True)
+def _asof_mid(rows, ts, tape_ts, mid, out):  # pragma: no cover - numba
+    m = tape_ts.shape[0]
+    i = 0
+    for r in range(rows.shape[0]):
+        k = rows[r]
+        while i < m and tape_ts[i] < ts[k]:
+            i += 1
+        if i > 0:
+            out[k] = mid[i - 1]
+
+
+@dataclass
+class DayMarket:
+    """What a partition needs from the whole day to join its own rows: the tapes, the day-level
+    tick per symbol (tape tick, else the smallest step of the day's order prices) and the
+    join parameters. Built once per day by the driver and shipped to every worker."""
+
+    tapes: Tapes
+    tick: dict[str, float]
+    after_ns: int = 1_000_000_000
+    reference_symbol: str = ""
+
+
+def attach_arrays(ts: np.ndarray, tord: np.ndarray, sym: np.ndarray, sym_names: list[str],
+                  day: DayMarket) -> dict[str, np.ndarray]:
+    """``attach`` for one partition's NumPy columns (``sym``: dense codes into ``sym_names``,
+    ``tord``: rows in time order): the same ``ctx_*`` values, by a linear merge per symbol."""
+    n = ts.shape[0]
+    cols = {c: np.full(n, np.nan) for c in CONTEXT_COLUMNS}
+    if n == 0:
+        return cols
+    ordered_sym = sym[tord]
+    for k, name in enumerate(sym_names):
+        rows = tord[ordered_sym == k]
+        tape = day.tapes.get(name)
+        cols["ctx_tick"][rows] = day.tick.get(name, np.nan)
+        if tape is None:
+            continue
+        if tape.ts.size == 0:  # pragma: no cover - a tape always has rows
+            cols["ctx_mkt_vol"][rows] = 0.0
+            cols["ctx_mkt_buy"][rows] = 0.0
+            continue
+        _asof_fill(rows, ts, tape.ts, tape.bid, tape.ask, tape.bid_size, tape.ask_size,
+                   tape.last, tape.cum_vol, tape.cum_buy, tape.mid, day.after_ns,
+                   cols["ctx_bid"], cols["ctx_ask"], cols["ctx_bid_size"], cols["ctx_ask_size"],
+                   cols["ctx_last"], cols["ctx_mkt_vol"], cols["ctx_mkt_buy"],
+                   cols["ctx_mid_after"])
+    ref = day.tapes.get(day.reference_symbol) if day.reference_symbol else None
+    if ref is not None and ref.ts.size:
+        _asof_mid(tord, ts, ref.ts, ref.mid, cols["ctx_ref_mid"])
+    return cols
+
+
+class DayFacts:
+    """Streaming accumulation of what ``attach`` and ``instrument_info`` need from the whole
+    day's events (symbol → instrument, each instrument's first/last event, the distinct prices
+    per symbol and instrument), one batch at a time, so the day is never held in memory."""
+
+    def __init__(self) -> None:
+        self.sym_of: dict[str, str] = {}
+        self.span: dict[str, list[int]] = {}
+        self.sym_prices: dict[str, set[float]] = {}
+        self.inst_prices: dict[str, set[float]] = {}
+
+    def add(self, ts: np.ndarray, sym: np.ndarray, inst: np.ndarray, prices: np.ndarray,
+            sym_names: list[str], inst_names: list[str]) -> None:
+        """One batch: ``sym``/``inst`` are codes into the (day-level) name lists."""
+        if ts.size == 0:
+            return
+        width = len(inst_names) + 1
+        pair = sym.astype(np.int64) * width + inst
+        for p in np.unique(pair):
+            self.sym_of[sym_names[p // width]] = inst_names[p % width]
+        lo, hi = _span_by_code(ts, inst, len(inst_names))
+        for k in np.flatnonzero(hi >= lo):
+            name = inst_names[k]
+            old = self.span.setdefault(name, [int(lo[k]), int(hi[k])])
+            old[0], old[1] = min(old[0], int(lo[k])), max(old[1], int(hi[k]))
+        ok = np.isfinite(prices)  # distinct raw prices: tick_size() of them == of all rows
+        triples = pa.table({"s": sym[ok], "i": inst[ok], "p": prices[ok]}).group_by(
+            ["s", "i", "p"]).aggregate([])
+        s, i, p = (triples.column(c).to_numpy() for c in ("s", "i", "p"))
+        for code in np.unique(s):
+            self.sym_prices.setdefault(sym_names[code], set()).update(p[s == code].tolist())
+        for code in np.unique(i):
+            self.inst_prices.setdefault(inst_names[code], set()).update(p[i == code].tolist())
+
+    def day_market(self, market: Tapes, *, after_ns: int, reference_symbol: str) -> DayMarket:
+        tick = {}
+        for name in self.sym_of:
+            tape = market.get(name)
+            if tape is not None and np.isfinite(tape.tick):
+                tick[name] = tape.tick
+            else:
+                tick[name] = tick_size(np.fromiter(self.sym_prices.get(name, ()), float))
+        return DayMarket(market, tick, after_ns, reference_symbol)
+
+    def instrument_info(self, market: Tapes) -> dict[str, InstrumentInfo]:
+        """Same facts as ``instrument_info(events, market)``, from the accumulated day."""
+        info: dict[str, InstrumentInfo] = {}
+        for name, (first, last) in self.span.items():
+            symbols = [s for s, i in self.sym_of.items() if i == name]
+            tape = next((market[s] for s in symbols if s in market), None)
+            prices = np.fromiter(self.inst_prices.get(name, ()), float)
+            if tape is not None and tape.ts.size:
+                t0, t1, size = int(tape.ts[0]), int(tape.ts[-1]), tape.ts.size
+            else:
+                t0, t1, size = first, last, 2 if last > first else 1
+            span = float(t1 - t0) if size > 1 else 0.0
+            gap = span / (size - 1) if tape is not None and size > 1 else float("inf")
+            tick = tape.tick if tape is not None and np.isfinite(tape.tick) else tick_size(prices)
+            info[name] = InstrumentInfo(
+                tick=tick, mean_gap_ns=gap, first_ns=t0, close_ns=t1,
+                day_volume=float(tape.cum_vol[-1]) if tape is not None and tape.cum_vol.size
+                else 0.0,
+                vol_cum=_per_second(tape, t0, t1) if tape is not None else None,
+            )  # fmt: skip
+        return info
+
+
+@njit(cache=True)
+def _span_by_code(ts, code, n):  # pragma: no cover - numba
+    lo = np.full(n, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(n, np.iinfo(np.int64).min, np.int64)
+    for r in range(ts.shape[0]):
+        c = code[r]
+        if ts[r] < lo[c]:
+            lo[c] = ts[r]
+        if ts[r] > hi[c]:
+            hi[c] = ts[r]
+    return lo, hi

@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from appliance.config import Config
 from appliance.context import InstrumentInfo
 from appliance.detectors import REGISTRY
 from appliance.detectors.common import Batch
+from appliance.schema import EVENTS, SIDES
 from appliance.timefmt import iso_ns, now_iso
 from appliance.version import code_version
 
@@ -88,16 +90,14 @@ def partition_groups(detectors: list[str]) -> dict[tuple[str, ...], list[str]]:
 # --------------------------------------------------------------------------- partition work
 
 
-def _breadcrumbs(events: pa.Table, rows: np.ndarray) -> list[dict[str, Any]]:
-    part = events.take(pa.array(rows))
-    source = part.column("source").to_numpy(zero_copy_only=False)
-    line = part.column("line").to_numpy()
-    offset = part.column("offset").to_numpy()
+def _breadcrumbs(batch: Batch, rows: np.ndarray) -> list[dict[str, Any]]:
+    source = batch.codes["source"][rows]
+    line, offset = batch.line[rows], batch.offset[rows]
     crumbs = []
-    for sid in sorted(set(source)):
-        sel = source == sid
+    for name, code in sorted((batch.names["source"][c], c) for c in np.unique(source)):
+        sel = source == code
         crumbs.append({
-            "source": str(sid), "events": int(sel.sum()),
+            "source": str(name), "events": int(sel.sum()),
             "lines": [int(line[sel].min()), int(line[sel].max())],
             "offsets": [int(offset[sel].min()), int(offset[sel].max())],
         })  # fmt: skip
@@ -106,7 +106,7 @@ def _breadcrumbs(events: pa.Table, rows: np.ndarray) -> list[dict[str, Any]]:
 
 def _names(batch: Batch, column: str, rows: np.ndarray) -> list[str | None]:
     values = batch.names[column]
-    return [values[int(batch.codes[column][r])] or None for r in rows]
+    return [values[c] or None for c in batch.codes[column][rows].tolist()]
 
 
 def _joined(batch: Batch, column: str, rows: np.ndarray) -> str | None:
@@ -115,14 +115,42 @@ def _joined(batch: Batch, column: str, rows: np.ndarray) -> str | None:
     return ";".join(found) or None
 
 
-def score_partition(events: pa.Table, detectors: list[str], info: dict[str, InstrumentInfo],
+@dataclass
+class DayShared:
+    """What every partition of a day needs besides its own rows (small, shipped once per day):
+    the market tapes and day-level ticks, the per-instrument facts, and the day-level names of
+    the spooled string codes."""
+
+    market: context.DayMarket
+    info: dict[str, InstrumentInfo]
+    names: dict[str, list[str]]
+
+
+def read_partition(part: pa.Table | str | Path) -> pa.Table:
+    """A spooled partition: an Arrow IPC file (memory-mapped, zero-copy) or a table."""
+    if isinstance(part, pa.Table):
+        return part
+    with pa.memory_map(str(part)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def score_partition(events: pa.Table | str | Path, detectors: list[str],
+                    info: dict[str, InstrumentInfo] | DayShared,
                     params: dict[str, dict[str, Any]], floors: dict[str, int]
                     ) -> dict[str, pa.Table]:
     """Prepare one partition once, then cluster, compute features and score it for each
-    detector. Returns one table per detector with a row per cluster: identity, span, score,
-    features and, for clusters at or above the floor, the explanation and breadcrumbs as JSON.
+    detector. ``events`` is a spooled partition (path or table, with ``info`` the day's
+    ``DayShared``) or prepared canonical events (with ``info`` the instrument facts). Returns
+    one table per detector with a row per cluster: identity, span, score, features and, for
+    clusters at or above the floor, the explanation and breadcrumbs as JSON.
     """
-    batch = Batch.build(events)
+    if isinstance(info, DayShared):
+        batch = Batch.build(read_partition(events), info.market, info.names)
+        info = info.info
+    else:
+        batch = Batch.build(events)
+    batch.line = _column(batch.table, "line")
+    batch.offset = _column(batch.table, "offset")
     out: dict[str, pa.Table] = {}
     for name in detectors:
         det = REGISTRY[name]
@@ -136,18 +164,17 @@ def score_partition(events: pa.Table, detectors: list[str], info: dict[str, Inst
         crumbs: list[str | None] = [None] * n
         accounts: list[str | None] = [None] * n
         traders = _names(batch, "trader", g.name_row)
-        for c in range(n):
+        flagged = np.flatnonzero(scores.score >= floors[name]).tolist()
+        for c in range(n) if det.multi_trader else flagged:
             rows = g.idx[g.starts[c]:g.starts[c + 1]]
             if det.multi_trader:
                 traders[c] = _joined(batch, "trader", rows)
             if scores.score[c] >= floors[name]:
                 explanation[c] = json.dumps(det.explain(matrix[c]))
-                crumbs[c] = json.dumps(_breadcrumbs(batch.table, rows))
+                crumbs[c] = json.dumps(_breadcrumbs(batch, rows))
                 accounts[c] = _joined(batch, "account", rows)
-        key = [
-            "\x1f".join(_names(batch, k, np.array([r]))[0] or "" for k in det.cluster_keys)
-            for r in g.name_row
-        ]
+        parts = [[v or "" for v in _names(batch, k, g.name_row)] for k in det.cluster_keys]
+        key = ["\x1f".join(vs) for vs in zip(*parts, strict=True)] if parts else [""] * n
         cols: dict[str, Any] = {
             "key": pa.array(key, pa.string()),
             "trader": pa.array(traders, pa.string()),
@@ -168,6 +195,16 @@ def score_partition(events: pa.Table, detectors: list[str], info: dict[str, Inst
     return out
 
 
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, np.int64)
+    return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
+
+
+def _bucket(key: str, n: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % n
+
+
 def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS
               ) -> list[pa.Table]:
     """Split by a stable hash of ``keys``: a key never straddles two partitions."""
@@ -177,10 +214,8 @@ def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS
         *[pc.fill_null(events.column(k), "") for k in keys], "\x1f"
     ) if len(keys) > 1 else pc.fill_null(events.column(keys[0]), "")
     encoded = pc.dictionary_encode(joined).combine_chunks()
-    bucket_of_key = np.array(
-        [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") % n
-         for k in encoded.dictionary.to_pylist()], dtype=np.int64,
-    )  # fmt: skip
+    bucket_of_key = np.array([_bucket(k, n) for k in encoded.dictionary.to_pylist()],
+                             dtype=np.int64)
     bucket = bucket_of_key[encoded.indices.to_numpy()]
     return [events.filter(pa.array(bucket == p)) for p in range(n) if (bucket == p).any()]
 
@@ -204,8 +239,8 @@ def with_reference(events: pa.Table, accounts: pa.Table | None) -> pa.Table:
 
 def prepare_day(orders: pa.Table, market: pa.Table | None, accounts: pa.Table | None,
                 market_params: dict[str, Any]) -> tuple[pa.Table, dict[str, InstrumentInfo]]:
-    """Everything that needs the whole day: market context (as-of join), reference data and the
-    per-instrument facts; the result is then split into partitions."""
+    """The whole day in memory (market context, reference data, per-instrument facts): kept
+    for tools and tests; the run streams the day through ``spool_day`` instead."""
     tapes = context.tapes(market)
     events = context.attach(
         orders, tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
@@ -213,6 +248,154 @@ def prepare_day(orders: pa.Table, market: pa.Table | None, accounts: pa.Table | 
     )
     events = with_reference(events, accounts)
     return events, context.instrument_info(orders, tapes)
+
+
+# ------------------------------------------------------------------ streaming day → partitions
+
+#: string columns spooled as day-level int32 codes (names in ``DayShared.names``)
+CODED = ("trader", "account", "owner", "symbol", "instrument", "source")
+#: the canonical columns the detectors read
+NEEDED = ("ts", "trader", "account", "symbol", "instrument", "side", "event", "order_id",
+          "price", "qty", "leaves_qty", "exec_qty", "exec_price", "source", "offset", "line")
+_KEY_BITS = 21  # per key column in the composite key code (≤ 2M distinct values per day)
+
+
+class _Encoder:
+    """Day-level dictionary of one string column, grown batch by batch (nulls → '')."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def encode(self, col) -> np.ndarray:
+        enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
+        local = np.array([self.index.setdefault(v, len(self.index))
+                          for v in enc.dictionary.to_pylist()], dtype=np.int32)
+        self.values.extend(list(self.index)[len(self.values):])
+        return local[enc.indices.to_numpy()] if local.size else np.zeros(len(enc), np.int32)
+
+
+@dataclass
+class SpooledDay:
+    """A day split into partition files: ``tasks`` (path, detector names, rows), largest
+    first, and what the partitions share."""
+
+    tasks: list[tuple[Path, list[str], int]]
+    shared: DayShared
+    events: int
+
+
+def _batches(orders, batch_rows: int):
+    if isinstance(orders, pa.Table):
+        yield from orders.select(list(NEEDED)).to_batches(max_chunksize=batch_rows)
+        return
+    for path in orders:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(NEEDED))
+
+
+def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
+              accounts: pa.Table | None, market_params: dict[str, Any],
+              groups: dict[tuple[str, ...], list[str]], n: int, spool: Path,
+              batch_rows: int = 1 << 20) -> SpooledDay:
+    """Stream the day's events once (Parquet files or a table, ``batch_rows`` at a time):
+    dictionary-encode the string columns against day-level dictionaries, accumulate the
+    day-level facts, and append each row to one partition file per detector group (stable hash
+    of the group's key, as ``partition``). Memory is bounded by one batch, not by the day; each
+    task later reads only its own partition."""
+    spool.mkdir(parents=True, exist_ok=True)
+    enc = {c: _Encoder() for c in CODED}
+    facts = context.DayFacts()
+    bucket_of: list[dict[int, int]] = [{} for _ in groups]
+    writers: dict[tuple[int, int], Any] = {}
+    rows: dict[tuple[int, int], int] = {}
+    total = 0
+    for rb in _batches(orders, batch_rows):
+        b = with_reference(pa.Table.from_batches([rb]), accounts)
+        codes = {c: enc[c].encode(b.column(c)) for c in CODED}
+        ts = np.asarray(b.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+        price = np.asarray(pc.fill_null(b.column("price"), np.nan).to_numpy(), dtype=np.float64)
+        facts.add(ts, codes["symbol"], codes["instrument"], price, enc["symbol"].values,
+                  enc["instrument"].values)
+        kind = pc.fill_null(pc.index_in(b.column("account_type"),
+                                        value_set=pa.array(["house", "client"])), -1)
+        compact = pa.table({
+            "ts": ts, **{c: codes[c] for c in CODED},
+            "account_type": pc.cast(kind, pa.int8()),
+            "side": _small_codes(b.column("side"), SIDES),
+            "event": _small_codes(b.column("event"), EVENTS),
+            "order_id": b.column("order_id"),
+            **{c: b.column(c) for c in ("price", "qty", "leaves_qty", "exec_qty", "exec_price",
+                                         "offset", "line")},
+        })  # fmt: skip
+        total += compact.num_rows
+        for gi, keys in enumerate(groups):
+            bucket = _buckets(codes, keys, enc, bucket_of[gi], n)
+            perm = np.argsort(bucket, kind="stable")
+            counts = np.bincount(bucket, minlength=n)
+            ordered = compact.take(pa.array(perm)) if n > 1 else compact
+            at = 0
+            for p in np.flatnonzero(counts).tolist():
+                part = ordered.slice(at, int(counts[p]))
+                at += int(counts[p])
+                if (gi, p) not in writers:
+                    writers[gi, p] = pa.ipc.new_file(str(spool / f"g{gi}-p{p}.arrow"),
+                                                     compact.schema)
+                    rows[gi, p] = 0
+                writers[gi, p].write_table(part)
+                rows[gi, p] += part.num_rows
+    if total == 0:  # an empty day still gives every group one (empty) task
+        for gi in range(len(groups)):
+            writers[gi, 0] = pa.ipc.new_file(str(spool / f"g{gi}-p0.arrow"), _EMPTY.schema)
+            writers[gi, 0].write_table(_EMPTY)
+            rows[gi, 0] = 0
+    for w in writers.values():
+        w.close()
+    tapes = context.tapes(market)
+    shared = DayShared(
+        facts.day_market(tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
+                         reference_symbol=market_params.get("reference_symbol", "")),
+        facts.instrument_info(tapes), {c: enc[c].values for c in CODED})
+    names = list(groups.values())
+    tasks = sorted(((spool / f"g{gi}-p{p}.arrow", names[gi], r) for (gi, p), r in rows.items()),
+                   key=lambda t: -t[2])
+    return SpooledDay(tasks, shared, total)
+
+
+_EMPTY = pa.table({
+    "ts": pa.array([], pa.int64()), **{c: pa.array([], pa.int32()) for c in CODED},
+    "account_type": pa.array([], pa.int8()), "side": pa.array([], pa.int8()),
+    "event": pa.array([], pa.int8()), "order_id": pa.array([], pa.string()),
+    **{c: pa.array([], pa.float64()) for c in ("price", "qty", "leaves_qty", "exec_qty",
+                                               "exec_price")},
+    "offset": pa.array([], pa.int64()), "line": pa.array([], pa.int64()),
+})  # fmt: skip
+
+
+def _small_codes(col, values) -> pa.Array:
+    idx = pc.fill_null(pc.index_in(col, value_set=pa.array(values)), -1)
+    return pc.cast(idx, pa.int8())
+
+
+def _buckets(codes: dict[str, np.ndarray], keys: tuple[str, ...], enc: dict[str, _Encoder],
+             cache: dict[int, int], n: int) -> np.ndarray:
+    """Partition of each row: stable hash of its key string (same as ``partition``)."""
+    size = codes[keys[0]].shape[0]
+    if n <= 1:
+        return np.zeros(size, np.int64)
+    comp = np.zeros(size, np.int64)
+    for k in keys:
+        comp = (comp << _KEY_BITS) | codes[k].astype(np.int64)
+    uniq, inv = np.unique(comp, return_inverse=True)
+    out = np.empty(uniq.size, np.int64)
+    mask = (1 << _KEY_BITS) - 1
+    for j, u in enumerate(uniq.tolist()):
+        b = cache.get(u)
+        if b is None:
+            parts = [enc[k].values[(u >> (_KEY_BITS * (len(keys) - 1 - m))) & mask]
+                     for m, k in enumerate(keys)]
+            b = cache[u] = _bucket("\x1f".join(parts), n)
+        out[j] = b
+    return out[inv]
 
 
 # --------------------------------------------------------------------------- Ray
@@ -277,13 +460,14 @@ def ray_session(cfg: Config):
         ray.shutdown()
 
 
-def _score_in_ray(ray, tasks: list[tuple[pa.Table, list[str]]], info, params, floors,
-                  max_in_flight: int) -> list[dict]:
-    """One Ray task per (partition, detector group); at most ``max_in_flight`` partitions are in
-    the object store at once, so memory stays bounded whatever the day size. Results come back
-    in submission order."""
+def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, params, floors,
+                  max_in_flight: int, by_value: bool) -> list[dict]:
+    """One Ray task per (partition, detector group), largest first; the day's shared part is
+    put once. A task reads its own partition file (``by_value``: the driver sends the rows,
+    for workers on other machines); at most ``max_in_flight`` tasks are pending, so memory
+    stays bounded whatever the day size. Results come back in submission order."""
     remote = ray.remote(score_partition)
-    info_ref = ray.put(info)
+    shared_ref = ray.put(shared)
     results: list[Any] = [None] * len(tasks)
     pending: dict[Any, int] = {}
     for k, (part, names) in enumerate(tasks):
@@ -291,7 +475,8 @@ def _score_in_ray(ray, tasks: list[tuple[pa.Table, list[str]]], info, params, fl
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
-        pending[remote.remote(part, names, info_ref, params, floors)] = k
+        arg = ray.put(read_partition(part)) if by_value else str(part)
+        pending[remote.remote(arg, names, shared_ref, params, floors)] = k
     for ref, k in pending.items():
         results[k] = ray.get(ref)
     return results
@@ -343,9 +528,8 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
         say("nothing_to_do", {})
         return RunSummary(None, "none")
     inputs = {day: _date_inputs(con, day) for day in days}
-    tables = {day: pq.read_table([cfg.data_dir / r["parquet"] for r in inputs[day]])
-              for day in days}  # fmt: skip
-    total = sum(t.num_rows for t in tables.values())
+    files = {day: [cfg.data_dir / r["parquet"] for r in inputs[day]] for day in days}
+    total = sum(pq.ParquetFile(f).metadata.num_rows for fs in files.values() for f in fs)
     chosen = _mode(cfg, total, mode)
     run_id = f"{started[:19].replace('-', '').replace(':', '')}-{uuid.uuid4().hex[:6]}"
     summary = RunSummary(run_id, chosen, days, events=total)
@@ -360,32 +544,38 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
         accounts = _reference_accounts(con)
     groups = partition_groups(detectors)
 
-    def day_tasks(day: str, n: int) -> tuple[list[tuple[pa.Table, list[str]]], dict]:
-        events, info = prepare_day(tables[day], _market_table(cfg, con, day), accounts,
-                                   market_params)
-        tasks = [(part, names) for keys, names in groups.items()
-                 for part in partition(events, n, keys)]
-        return tasks, info
+    spool_root = cfg.data_dir / "spool" / run_id
+
+    def spooled(day: str, n: int) -> SpooledDay:
+        return spool_day(files[day], _market_table(cfg, con, day), accounts, market_params,
+                         groups, n, spool_root / day)
 
     results: dict[str, dict[str, pa.Table]] = {}
-    if chosen == "ray":
-        with ray_session(cfg) as ray:
-            n = _num_partitions(cfg, ray)
-            cpus = int(ray.cluster_resources().get("CPU", 1))
+    try:
+        if chosen == "ray":
+            with ray_session(cfg) as ray:
+                n = _num_partitions(cfg, ray)
+                cpus = int(ray.cluster_resources().get("CPU", 1))
+                for day in days:
+                    sd = spooled(day, n)
+                    summary.partitions += len(sd.tasks)
+                    say("scoring", {"date": day, "partitions": len(sd.tasks)})
+                    tasks = [(path, names) for path, names, _ in sd.tasks]
+                    results[day] = _merge(_score_in_ray(
+                        ray, tasks, sd.shared, params, floors, max(2, 2 * cpus),
+                        by_value=bool(cfg.get("ray.address"))), detectors)
+                    shutil.rmtree(spool_root / day, ignore_errors=True)
+        else:
+            n = cfg.get("pipeline.partitions") or 1
             for day in days:
-                tasks, info = day_tasks(day, n)
-                summary.partitions += len(tasks)
-                say("scoring", {"date": day, "partitions": len(tasks)})
-                results[day] = _merge(_score_in_ray(ray, tasks, info, params, floors,
-                                                    max(2, 2 * cpus)), detectors)
-    else:
-        n = cfg.get("pipeline.partitions") or 1
-        for day in days:
-            tasks, info = day_tasks(day, n)
-            summary.partitions += len(tasks)
-            say("scoring", {"date": day, "partitions": len(tasks)})
-            results[day] = _merge([score_partition(p, names, info, params, floors)
-                                   for p, names in tasks], detectors)
+                sd = spooled(day, n)
+                summary.partitions += len(sd.tasks)
+                say("scoring", {"date": day, "partitions": len(sd.tasks)})
+                results[day] = _merge([score_partition(path, names, sd.shared, params, floors)
+                                       for path, names, _ in sd.tasks], detectors)
+                shutil.rmtree(spool_root / day, ignore_errors=True)
+    finally:
+        shutil.rmtree(spool_root, ignore_errors=True)
 
     for name in detectors:
         summary.clusters[name] = sum(results[d][name].num_rows for d in days)

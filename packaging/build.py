@@ -76,12 +76,16 @@ def build_info() -> dict:
 
 
 def slim(internal: str) -> None:
-    """Strip debug symbols from every ELF file (wheels ship raylet, gcs_server, libarrow and
+    """Strip debug symbols from ELF files (wheels ship raylet, gcs_server, libarrow and
     libpython unstripped: ~80 MB) and turn duplicate files into relative symlinks.
-    ``--strip-unneeded`` keeps the dynamic symbol tables that loading needs."""
+    ``--strip-unneeded`` keeps the dynamic symbol tables that loading needs. Libraries that
+    auditwheel vendored into ``<dist>.libs`` were rewritten by patchelf: strip would misalign
+    their load segments ("ELF load command address/offset not page-aligned"), so they stay."""
     if shutil.which("strip"):
         elf = []
         for dirpath, _dirs, files in os.walk(internal):
+            if any(part.endswith(".libs") for part in dirpath.split(os.sep)):
+                continue
             for fn in files:
                 path = os.path.join(dirpath, fn)
                 if os.path.islink(path) or os.path.getsize(path) < (64 << 10):

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from appliance.cluster import Clusters
-from appliance.context import CONTEXT_COLUMNS, InstrumentInfo
+from appliance.context import CONTEXT_COLUMNS, DayMarket, InstrumentInfo, attach_arrays
 from appliance.detectors.base import Feature, Scores
 from appliance.schema import EVENTS, SIDES
 from appliance.scoring import probability_from_log2_odds, score_from_log2_odds
@@ -163,39 +163,52 @@ class Batch:
     dist: np.ndarray
     aggr: np.ndarray
     fill: np.ndarray
+    line: np.ndarray | None = None  # provenance (breadcrumbs), set by the pipeline
+    offset: np.ndarray | None = None
 
     @property
     def mid(self) -> np.ndarray:
         return (self.ctx["ctx_bid"] + self.ctx["ctx_ask"]) / 2
 
     @classmethod
-    def build(cls, table: pa.Table) -> Batch:
+    def build(cls, table: pa.Table, day: DayMarket | None = None,
+              day_names: dict[str, list[str]] | None = None) -> Batch:
+        """Prepare a partition. ``table`` is either canonical events (string columns, ``ctx_*``
+        columns if joined already) or a spooled partition (``pipeline.spool_day``: string
+        columns as int32 codes into ``day_names``, without ``ctx_*``; then ``day`` joins the
+        market context here, per partition)."""
         n = table.num_rows
-        names_cols = [c for c in ("trader", "instrument", "symbol", "account", "owner")
-                      if c in table.column_names]
+        cols = table.column_names
         codes, names = {}, {}
-        for c in names_cols:
-            codes[c], names[c] = dict_codes(table.column(c))
+        for c in ("trader", "instrument", "symbol", "account", "owner", "source"):
+            if c not in cols:
+                continue
+            if day_names is not None and pa.types.is_integer(table.schema.field(c).type):
+                codes[c], names[c] = dense_codes(_ints(table.column(c)), day_names[c])
+            else:
+                codes[c], names[c] = dict_codes(table.column(c))
         if "owner" not in codes:  # no reference data: an account is its own beneficial owner
             codes["owner"], names["owner"] = codes["account"], names["account"]
-        ts = np.asarray(table.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-        tord = np.lexsort((np.arange(n), ts)).astype(np.int64)
+        ts = _ints(table.column("ts"))
+        tord = np.argsort(ts, kind="stable").astype(np.int64)  # ties: input order
         oid, oid_names = dict_codes(table.column("order_id"))
-        n_inst = max(len(names["instrument"]), 1)
-        if n_inst > 1:  # an order id is unique per instrument, not necessarily across them
-            _, order = np.unique(oid * n_inst + codes["instrument"], return_inverse=True)
-            order = order.astype(np.int64)
-            n_orders = int(order.max()) + 1 if n else 0
+        order, n_orders = order_codes(oid, len(oid_names), codes["instrument"],
+                                      len(names["instrument"]))
+        if day is not None:
+            ctx = attach_arrays(ts, tord, codes["symbol"], names["symbol"], day)
         else:
-            order, n_orders = oid, len(oid_names)
-        ctx = {c: (_floats(table.column(c)) if c in table.column_names else np.full(n, np.nan))
-               for c in CONTEXT_COLUMNS}  # fmt: skip
-        if "account_type" in table.column_names:
-            acct_type = _codes(table.column("account_type"), ("house", "client"))
-        else:
+            ctx = {c: (_floats(table.column(c)) if c in cols else np.full(n, np.nan))
+                   for c in CONTEXT_COLUMNS}  # fmt: skip
+        if "account_type" not in cols:
             acct_type = np.full(n, -1, np.int8)
-        side = _codes(table.column("side"), SIDES)
-        event = _codes(table.column("event"), EVENTS)
+        elif pa.types.is_integer(table.schema.field("account_type").type):
+            acct_type = _ints(table.column("account_type"), np.int8)
+        else:
+            acct_type = _codes(table.column("account_type"), ("house", "client"))
+        side, event = (_ints(table.column(c), np.int8)
+                       if pa.types.is_integer(table.schema.field(c).type)
+                       else _codes(table.column(c), values)
+                       for c, values in (("side", SIDES), ("event", EVENTS)))
         price, qty = _floats(table.column("price")), _floats(table.column("qty"))
         leaves, exq = _floats(table.column("leaves_qty")), _floats(table.column("exec_qty"))
         if n:
@@ -207,6 +220,59 @@ class Batch:
         return cls(table, ts, tord, side, event, order, n_orders, price, qty, leaves, exq,
                    _floats(table.column("exec_price")), ctx,
                    codes, names, acct_type, *w)
+
+
+def _ints(col, dtype=np.int64) -> np.ndarray:
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
+    return np.asarray(col.to_numpy(), dtype=dtype)
+
+
+@njit(cache=True)
+def _dense(day_codes, n_day):  # pragma: no cover - numba
+    remap = np.full(n_day, -1, np.int64)
+    out = np.empty(day_codes.shape[0], np.int64)
+    seen = np.empty(n_day, np.int64)
+    k = 0
+    for r in range(day_codes.shape[0]):
+        c = day_codes[r]
+        if remap[c] < 0:
+            remap[c] = k
+            seen[k] = c
+            k += 1
+        out[r] = remap[c]
+    return out, seen[:k]
+
+
+def dense_codes(day_codes: np.ndarray, day_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Day-level codes → partition codes in order of first appearance, exactly what
+    ``dict_codes`` gives on the same rows as strings (so every result is the same)."""
+    out, seen = _dense(day_codes, max(len(day_names), 1))
+    return out, [day_names[c] for c in seen.tolist()]
+
+
+@njit(cache=True)
+def _order_pairs(oid, n_oid, inst):  # pragma: no cover - numba
+    """Order id codes are the order numbers unless an order id occurs in two instruments."""
+    first = np.full(n_oid, -1, np.int64)
+    for r in range(oid.shape[0]):
+        o = oid[r]
+        if first[o] < 0:
+            first[o] = inst[r]
+        elif first[o] != inst[r]:
+            return False
+    return True
+
+
+def order_codes(oid: np.ndarray, n_oid: int, inst: np.ndarray, n_inst: int
+                ) -> tuple[np.ndarray, int]:
+    """One dense number per order (order id × instrument: ids are unique per instrument only).
+    The numbering is internal (state arrays), so any bijection gives the same features."""
+    if n_inst <= 1 or _order_pairs(oid, max(n_oid, 1), inst):
+        return oid, n_oid
+    _, order = np.unique(oid * n_inst + inst, return_inverse=True)
+    order = order.astype(np.int64)
+    return order, (int(order.max()) + 1 if order.size else 0)
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,17 @@ class FrontRunning(RulesDetector):
         bounds = np.append(np.flatnonzero(np.r_[True, hk[1:] != hk[:-1]]), horder.size) \
             if horder.size else np.zeros(1, np.int64)
         groups = [horder[bounds[k]:bounds[k + 1]] for k in range(bounds.size - 1)]
+        # house fills of every group in time order: a parent only visits the groups that
+        # filled on its side during it (same clusters, same order as trying every group)
+        gid = np.repeat(np.arange(len(groups)), np.diff(bounds)) if groups else np.zeros(
+            0, np.int64)
+        hf = (batch.event[horder] == 3) if horder.size else np.zeros(0, bool)
+        f_rows, f_gid = horder[hf], gid[hf]
+        f_ord = np.lexsort((np.arange(f_rows.size), batch.ts[f_rows]))
+        f_rows, f_gid = f_rows[f_ord], f_gid[f_ord]
+        f_ts, f_side = batch.ts[f_rows], batch.rside[f_rows]
         inst = batch.codes["instrument"]
+        g_inst = np.array([inst[g[0]] for g in groups], np.int64)
         idx, starts, names, t0s, t1s = [], [0], [], [], []
         for p in range(parents.count):
             rows = parents.idx[parents.starts[p]:parents.starts[p + 1]]
@@ -165,13 +175,11 @@ class FrontRunning(RulesDetector):
             fills = rows[batch.event[rows] == 3]
             net = (batch.fill[fills] * np.where(batch.rside[fills] == 0, 1, -1)).sum()
             side = 0 if net >= 0 else 1
-            for g in groups:
-                if inst[g[0]] != inst[rows[0]]:
-                    continue
+            lo, hi = np.searchsorted(f_ts, t0, "left"), np.searchsorted(f_ts, t1, "right")
+            hit = np.unique(f_gid[lo:hi][f_side[lo:hi] == side])
+            for k in hit[g_inst[hit] == inst[rows[0]]].tolist():
+                g = groups[k]
                 t = batch.ts[g]
-                during = g[np.searchsorted(t, t0, "left"):np.searchsorted(t, t1, "right")]
-                if not ((batch.event[during] == 3) & (batch.rside[during] == side)).any():
-                    continue
                 wlo = np.searchsorted(t, t0 - lead, side="left")
                 whi = np.searchsorted(t, t1 + unwind, side="right")
                 mine = g[wlo:whi]
