@@ -11,6 +11,7 @@ detector clusters; each detector's grouping is just row indices (``Grouping``) i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -352,7 +353,7 @@ def ratio(a, b):  # pragma: no cover - numba
     return a / b if b > 0 else np.nan
 
 
-class RulesDetector:
+class RulesDetector(ABC):
     """Scaffolding for a detector with a transparent rules score: subclasses define ``features``,
     ``group``, ``kernel``, ``rules`` (fired mask, log2-odds weight) and ``reasons`` (one text per
     rule, in the same order). Score = ``base_log2_odds`` + the weights of the rules that fired,
@@ -375,14 +376,17 @@ class RulesDetector:
         return gap_grouping(batch, self.cluster_keys, gaps,
                             int(params.get("gap_seconds", 5.0) * 1e9))
 
+    @abstractmethod
     def kernel(self, batch: Batch, g: Grouping, params: dict[str, Any]) -> np.ndarray:
-        raise NotImplementedError
+        """The ``(n_clusters, len(features))`` feature matrix (a numba kernel's output)."""
 
+    @abstractmethod
     def rules(self, m: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        raise NotImplementedError
+        """``(fired mask, log2-odds weight)`` per rule, in explanation order."""
 
+    @abstractmethod
     def reasons(self, v: dict[str, float]) -> list[str]:
-        raise NotImplementedError
+        """One plain-language sentence per rule, same order, for a cluster's feature values."""
 
     # -- the Detector protocol
     def compute(self, clusters: Clusters, inputs=None, params: dict[str, Any] | None = None):

@@ -15,9 +15,8 @@ import numpy as np
 from numba import njit
 
 from appliance.cluster import Clusters
-from appliance.detectors.base import Feature, KernelInputs, Scores
+from appliance.detectors.base import Feature, KernelInputs
 from appliance.detectors.common import Batch, Grouping, RulesDetector, composite, identity_grouping
-from appliance.scoring import probability_from_log2_odds, score_from_log2_odds
 
 FEATURES: tuple[Feature, ...] = (
     Feature("n_events", "count", "events in the cluster"),
@@ -386,8 +385,7 @@ class Spoofing(RulesDetector):
             x["ctx_tick"], x["ctx_mkt_vol"], x["ctx_mkt_buy"], x["ctx_ref_mid"])
         return np.hstack((base, extra))
 
-    @staticmethod
-    def _rules(m: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    def rules(self, m: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """(fired mask, log2-odds weight) per rule, in explanation order. "Dominant" bait means
         large against the genuine orders *and* most of the trader's own resting interest when
         the genuine orders filled: a two-sided market maker's ladder is large but balanced."""
@@ -405,17 +403,10 @@ class Spoofing(RulesDetector):
             (np.nan_to_num(m[:, F["bait_mean_lifetime_ms"]], nan=np.inf) < 2000, 0.5),
         ]
 
-    def score(self, matrix: np.ndarray) -> Scores:
-        log2_odds = np.full(matrix.shape[0], -6.0)
-        for fired, weight in self._rules(matrix):
-            log2_odds += np.where(fired, weight, 0.0)
-        return Scores(score_from_log2_odds(log2_odds), probability_from_log2_odds(log2_odds),
-                      log2_odds)
-
-    def explain(self, row: np.ndarray) -> list[str]:
-        v = {f.name: row[i] for i, f in enumerate(FEATURES)}
+    def reasons(self, v: dict[str, float]) -> list[str]:
+        """One sentence per rule (same order), phrased as the CME Rule 575 factors."""
         side = "buy" if v["bait_side"] > 0 else "sell"
-        texts = [
+        return [
             f"size relative to the trader's own opposite interest: {side} orders resting up to "
             f"{v['bait_max_resting']:g} lots, {v['size_ratio']:.1f}× the genuine order size and "
             f"{100 * v['imbalance_at_fill']:.0f}% of the trader's resting interest at the fills",
@@ -428,8 +419,4 @@ class Spoofing(RulesDetector):
             f"orders rarely meant to trade: bait fill rate {100 * v['bait_fill_rate']:.2f}%",
             f"short exposure to the market: bait orders lived {v['bait_mean_lifetime_ms']:.0f} ms"
             " on average",
-        ]
-        fired = [mask[0] for mask, _ in self._rules(row[None, :])]
-        return [t for t, f in zip(texts, fired, strict=True) if f] or [
-            "no spoofing rule fired: cluster scored at the floor of the pattern"
         ]
