@@ -47,6 +47,23 @@ TEE_SOURCE: dict[str, Key] = {
 }  # fmt: skip
 
 
+def _detector(label: str, gap_events: int | None = 500, **extra: Key) -> dict[str, Key]:
+    """The keys every detector has (on/off, alert floor, and for burst-clustered detectors the
+    adaptive gap), plus its own."""
+    keys = {
+        "enabled": Key(bool, True, f"run the {label} detector"),
+        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
+                           minimum=200),
+    }
+    if gap_events is not None:
+        keys["gap_events"] = Key(int, gap_events, "adaptive gap: this many mean market "
+                                 "inter-event times, clamped to [cluster.gap_seconds, "
+                                 "max_gap_seconds] (0 = fixed gap)", minimum=0)
+        keys["max_gap_seconds"] = Key((int, float), 60.0, "upper bound of the adaptive gap",
+                                      minimum=0.0)
+    return {**keys, **extra}
+
+
 SPEC: dict[str, dict[str, Key]] = {
     "data": {
         "dir": Key(str, ".", "data directory (events, quarantine, store); relative to this file"),
@@ -77,78 +94,31 @@ SPEC: dict[str, dict[str, Key]] = {
         "after_seconds": Key((int, float), 1.0, "horizon of the post-event mid (reversal, impact)",
                              minimum=0.0),
     },
-    "detectors.spoofing": {
-        "enabled": Key(bool, True, "run the spoofing detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
-                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
-                          minimum=0),
-        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
-                               minimum=0.0),
-    },
-    "detectors.layering": {
-        "enabled": Key(bool, True, "run the layering detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "gap_events": Key(int, 1200, "adaptive gap: this many mean market inter-event times, "
-                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
-                          minimum=0),
-        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
-                               minimum=0.0),
-    },
-    "detectors.wash_trade": {
-        "enabled": Key(bool, True, "run the wash trade detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
-                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
-                          minimum=0),
-        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
-                               minimum=0.0),
-        "leg_seconds": Key((int, float), 1.0, "largest time between the two legs of a pair",
+    "detectors.spoofing": _detector("spoofing"),
+    "detectors.layering": _detector("layering", gap_events=1200),
+    "detectors.wash_trade": _detector(
+        "wash trade",
+        leg_seconds=Key((int, float), 1.0, "largest time between the two legs of a pair",
+                        minimum=0.0),
+    ),
+    "detectors.quote_stuffing": _detector("quote stuffing"),
+    "detectors.front_running": _detector(
+        "front running", gap_events=None,
+        parent_gap_seconds=Key((int, float), 30.0, "a client order is a client account's "
+                               "burst with pauses up to this long", minimum=0.0),
+        lead_seconds=Key((int, float), 60.0, "house activity this long before the client "
+                         "order is included", minimum=0.0),
+        unwind_seconds=Key((int, float), 300.0, "house activity this long after the client "
+                           "order is included (unwind)", minimum=0.0),
+    ),
+    "detectors.marking_the_close": _detector(
+        "marking-the-close", gap_events=None,
+        window_seconds=Key((int, float), 120.0, "closing window length before the close",
                            minimum=0.0),
-    },
-    "detectors.quote_stuffing": {
-        "enabled": Key(bool, True, "run the quote stuffing detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
-                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
-                          minimum=0),
-        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
-                               minimum=0.0),
-    },
-    "detectors.front_running": {
-        "enabled": Key(bool, True, "run the front running detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "parent_gap_seconds": Key((int, float), 30.0, "a client order is a client account's "
-                                  "burst with pauses up to this long", minimum=0.0),
-        "lead_seconds": Key((int, float), 60.0, "house activity this long before the client "
-                            "order is included", minimum=0.0),
-        "unwind_seconds": Key((int, float), 300.0, "house activity this long after the client "
-                              "order is included (unwind)", minimum=0.0),
-    },
-    "detectors.marking_the_close": {
-        "enabled": Key(bool, True, "run the marking-the-close detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "window_seconds": Key((int, float), 120.0, "closing window length before the close",
-                              minimum=0.0),
-        "close_utc": Key(str, "", "close time HH:MM[:SS] UTC ('' = each instrument's last "
-                         "market event of the day)"),
-    },
-    "detectors.momentum_ignition": {
-        "enabled": Key(bool, True, "run the momentum ignition detector"),
-        "alert_floor": Key(int, 500, "clusters scoring at or above this become alerts",
-                           minimum=200),
-        "gap_events": Key(int, 500, "adaptive gap: this many mean market inter-event times, "
-                          "clamped to [cluster.gap_seconds, max_gap_seconds] (0 = fixed gap)",
-                          minimum=0),
-        "max_gap_seconds": Key((int, float), 60.0, "upper bound of the adaptive gap",
-                               minimum=0.0),
-    },
+        close_utc=Key(str, "", "close time HH:MM[:SS] UTC ('' = each instrument's last "
+                      "market event of the day)"),
+    ),
+    "detectors.momentum_ignition": _detector("momentum ignition"),
     "console": {
         "user": Key(str, "", "name recorded in the audit log ('' = the OS login name)"),
     },
