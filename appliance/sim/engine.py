@@ -1007,11 +1007,18 @@ def agent_act2(I, F, R, OP, LV, BG, FREE, H, AI, AF, OO, MO, TL, EPT, ST, ag, ac
             AI[ag, A_NCYC] = rint(R, 1, 2, max(2, AI[ag, A_I0]))
             act = ACT_CYCLE
         if act == ACT_CYCLE:
+            bb = touch(I, F, 0)
+            ba = touch(I, F, 1)
+            if ba - bb <= 1 and AI[ag, A_X1] < 40:
+                # No room inside the spread: the legs must meet each other, not the book, so
+                # wait for the spread to open (after 40 tries the attempt goes ahead and fails).
+                AI[ag, A_X1] += 1
+                hpush(I, H, after(I, R, runi(R, 1, 0.02, 0.15)), ag, ACT_CYCLE, 0)
+                return
+            AI[ag, A_X1] = 0
             AI[ag, A_CNT] += 1
             s = 0 if rnd(R, 1) < 0.5 else 1
             AI[ag, A_SIDE] = s
-            bb = touch(I, F, 0)
-            ba = touch(I, F, 1)
             lv = (bb + 1 if s == 0 else ba - 1) if ba - bb > 1 else touch(I, F, 1 - s)
             q = max(1, np.int64(F[MEDSZ] * AF[ag, 0] * runi(R, 1, 0.7, 1.3)))
             AI[ag, A_QTY] = q

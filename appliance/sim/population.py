@@ -188,7 +188,7 @@ def agent_params(t: Trader, ti: int, owner: int, rng: np.random.Generator) -> di
         af.update({0: u(3.0, 8.0), 1: u(10.0, 60.0), 2: u(0.3, 2.0), 4: u(120.0, 400.0),
                    3: u(0.0, 0.9)})
     elif k == E.K_WASH:
-        af.update({0: u(1.0, 4.0), 1: u(0.0, 0.5), 4: u(90.0, 300.0)})
+        af.update({0: u(1.0, 4.0), 1: u(0.0005, 0.01), 4: u(90.0, 300.0)})
         ai.update({E.A_I0: int(rng.integers(2, 8))})
     elif k == E.K_WASHNEG:
         af.update({0: u(3.0, 12.0)})

@@ -237,7 +237,7 @@ class Renderer:
                 if self.fmt == "fixed-width":
                     end = len(" ".join(fl)) - 1
                 elif self.fmt == "fix":
-                    end = len(line) - 2
+                    end = line.rindex(b"10=") - 1  # the separator before the CheckSum
                 else:
                     end = line.rindex(b";" if self.fmt == "vendor-a" else b"\t")
                 lo = min(30, end - 1)  # past the time stamp: cut records rarely collide
