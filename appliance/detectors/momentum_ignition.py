@@ -38,7 +38,7 @@ FEATURES: tuple[Feature, ...] = (
 
 
 @njit(cache=True)
-def ignition_kernel(idx, starts, ts, event, rside, dq, opx, aggr, fill, bid, ask, bid_size,
+def ignition_kernel(idx, starts, ts, event, rside, dq, opx, xpx, aggr, fill, bid, ask, bid_size,
                     ask_size, mid_after, tick, mkt_vol, mkt_buy, burst_ns):  # pragma: no cover
     nc = starts.shape[0] - 1
     out = np.full((nc, 16), np.nan)
@@ -88,10 +88,11 @@ def ignition_kernel(idx, starts, ts, event, rside, dq, opx, aggr, fill, bid, ask
                     first = j
                 last = j
                 n_b += 1
-                px_sum += opx[i] * fill[i]
-                if not np.isnan(opx[i]):
-                    pmin = min(pmin, opx[i])
-                    pmax = max(pmax, opx[i])
+                px_sum += xpx[i] * fill[i]  # what was paid, not the limit
+                p = xpx[i] if np.isnan(opx[i]) else opx[i]  # a market order's level: its fill
+                if not np.isnan(p):
+                    pmin = min(pmin, p)
+                    pmax = max(pmax, p)
         # own resting on the exit side when the burst started
         rest = 0.0
         for j in range(a, first):
@@ -106,7 +107,7 @@ def ignition_kernel(idx, starts, ts, event, rside, dq, opx, aggr, fill, bid, ask
             i = idx[j]
             if event[i] == FILL and rside[i] != bs:
                 exit_q += fill[i]
-                exit_px += opx[i] * fill[i]
+                exit_px += xpx[i] * fill[i]
                 if np.isnan(delay):
                     delay = (ts[i] - t_end) / 1e6
         i0, i1, il = idx[first], idx[last], idx[b - 1]
@@ -143,7 +144,8 @@ class MomentumIgnition(RulesDetector):
             return np.zeros((0, len(FEATURES)))
         x = batch.ctx
         return ignition_kernel(g.idx, g.starts, batch.ts, batch.event, batch.rside, batch.dq,
-                               batch.opx, batch.aggr, batch.fill, x["ctx_bid"], x["ctx_ask"],
+                               batch.opx, batch.exec_price, batch.aggr, batch.fill,
+                               x["ctx_bid"], x["ctx_ask"],
                                x["ctx_bid_size"], x["ctx_ask_size"], x["ctx_mid_after"],
                                x["ctx_tick"], x["ctx_mkt_vol"], x["ctx_mkt_buy"], BURST_NS)
 
