@@ -349,6 +349,17 @@ class DayFacts:
         for code in np.unique(i):
             self.inst_prices.setdefault(inst_names[code], set()).update(p[i == code].tolist())
 
+    def merge(self, other: DayFacts) -> None:
+        """Fold in the facts of the rows that come after this one's (a later map)."""
+        self.sym_of.update(other.sym_of)
+        for name, (lo, hi) in other.span.items():
+            old = self.span.setdefault(name, [lo, hi])
+            old[0], old[1] = min(old[0], lo), max(old[1], hi)
+        for mine, theirs in ((self.sym_prices, other.sym_prices),
+                             (self.inst_prices, other.inst_prices)):
+            for name, prices in theirs.items():
+                mine.setdefault(name, set()).update(prices)
+
     def day_market(self, market: Tapes, *, after_ns: int, reference_symbol: str) -> DayMarket:
         tick = {}
         for name in self.sym_of:

@@ -12,7 +12,6 @@ in-process (no Ray start-up cost); larger ones run as Ray tasks (``[pipeline] mo
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,16 @@ from appliance.config import Config
 from appliance.context import InstrumentInfo
 from appliance.detectors import REGISTRY
 from appliance.detectors.common import Batch
-from appliance.schema import EVENTS, SIDES
+from appliance.spool import (
+    DayShared,
+    PartitionRef,
+    SpooledDay,
+    bucket,
+    read_partition,
+    spool_day,
+    spool_map,
+    with_reference,
+)
 from appliance.timefmt import iso_ns, now_iso
 from appliance.version import code_version
 
@@ -115,42 +123,21 @@ def _joined(batch: Batch, column: str, rows: np.ndarray) -> str | None:
     return ";".join(found) or None
 
 
-@dataclass
-class DayShared:
-    """What every partition of a day needs besides its own rows (small, shipped once per day):
-    the market tapes and day-level ticks, the per-instrument facts, and the day-level names of
-    the spooled string codes."""
-
-    market: context.DayMarket
-    info: dict[str, InstrumentInfo]
-    names: dict[str, list[str]]
-
-
-def read_partition(part: pa.Table | str | Path) -> pa.Table:
-    """A spooled partition: an Arrow IPC file (memory-mapped, zero-copy) or a table."""
-    if isinstance(part, pa.Table):
-        return part
-    with pa.memory_map(str(part)) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def score_partition(events: pa.Table | str | Path, detectors: list[str],
+def score_partition(events: pa.Table | str | Path | PartitionRef, detectors: list[str],
                     info: dict[str, InstrumentInfo] | DayShared,
                     params: dict[str, dict[str, Any]], floors: dict[str, int]
                     ) -> dict[str, pa.Table]:
     """Prepare one partition once, then cluster, compute features and score it for each
-    detector. ``events`` is a spooled partition (path or table, with ``info`` the day's
-    ``DayShared``) or prepared canonical events (with ``info`` the instrument facts). Returns
-    one table per detector with a row per cluster: identity, span, score, features and, for
-    clusters at or above the floor, the explanation and breadcrumbs as JSON.
+    detector. ``events`` is a spooled partition (its pieces, a file or a table, with ``info``
+    the day's ``DayShared``) or prepared canonical events (with ``info`` the instrument
+    facts). Returns one table per detector with a row per cluster: identity, span, score,
+    features and, for clusters at or above the floor, the explanation and breadcrumbs as JSON.
     """
     if isinstance(info, DayShared):
-        batch = Batch.build(read_partition(events), info.market, info.names)
+        batch = Batch.build(read_partition(events, info.remaps), info.market, info.names)
         info = info.info
     else:
         batch = Batch.build(events)
-    batch.line = _column(batch.table, "line")
-    batch.offset = _column(batch.table, "offset")
     out: dict[str, pa.Table] = {}
     for name in detectors:
         det = REGISTRY[name]
@@ -195,16 +182,6 @@ def score_partition(events: pa.Table | str | Path, detectors: list[str],
     return out
 
 
-def _column(table: pa.Table, name: str) -> np.ndarray:
-    if name not in table.column_names:
-        return np.zeros(table.num_rows, np.int64)
-    return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
-
-
-def _bucket(key: str, n: int) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % n
-
-
 def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS
               ) -> list[pa.Table]:
     """Split by a stable hash of ``keys``: a key never straddles two partitions."""
@@ -214,27 +191,10 @@ def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS
         *[pc.fill_null(events.column(k), "") for k in keys], "\x1f"
     ) if len(keys) > 1 else pc.fill_null(events.column(keys[0]), "")
     encoded = pc.dictionary_encode(joined).combine_chunks()
-    bucket_of_key = np.array([_bucket(k, n) for k in encoded.dictionary.to_pylist()],
+    bucket_of_key = np.array([bucket(k, n) for k in encoded.dictionary.to_pylist()],
                              dtype=np.int64)
     bucket = bucket_of_key[encoded.indices.to_numpy()]
     return [events.filter(pa.array(bucket == p)) for p in range(n) if (bucket == p).any()]
-
-
-def with_reference(events: pa.Table, accounts: pa.Table | None) -> pa.Table:
-    """Add ``owner`` and ``account_type`` from the accounts reference table (account → owner,
-    type). Without it (or for unknown accounts) the owner is the account and the type null."""
-    account = events.column("account")
-    if accounts is not None and accounts.num_rows:
-        pos = pc.index_in(account, value_set=accounts.column("account"))
-        owner = pc.coalesce(pc.take(accounts.column("owner"), pos), account)
-        kind = pc.take(accounts.column("type"), pos)
-    else:
-        owner, kind = account, pa.nulls(events.num_rows, pa.string())
-    for name, arr in (("owner", owner), ("account_type", kind)):
-        if name in events.column_names:
-            events = events.drop_columns([name])
-        events = events.append_column(name, arr)
-    return events
 
 
 def prepare_day(orders: pa.Table, market: pa.Table | None, accounts: pa.Table | None,
@@ -248,154 +208,6 @@ def prepare_day(orders: pa.Table, market: pa.Table | None, accounts: pa.Table | 
     )
     events = with_reference(events, accounts)
     return events, context.instrument_info(orders, tapes)
-
-
-# ------------------------------------------------------------------ streaming day → partitions
-
-#: string columns spooled as day-level int32 codes (names in ``DayShared.names``)
-CODED = ("trader", "account", "owner", "symbol", "instrument", "source")
-#: the canonical columns the detectors read
-NEEDED = ("ts", "trader", "account", "symbol", "instrument", "side", "event", "order_id",
-          "price", "qty", "leaves_qty", "exec_qty", "exec_price", "source", "offset", "line")
-_KEY_BITS = 21  # per key column in the composite key code (≤ 2M distinct values per day)
-
-
-class _Encoder:
-    """Day-level dictionary of one string column, grown batch by batch (nulls → '')."""
-
-    def __init__(self) -> None:
-        self.values: list[str] = []
-        self.index: dict[str, int] = {}
-
-    def encode(self, col) -> np.ndarray:
-        enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
-        local = np.array([self.index.setdefault(v, len(self.index))
-                          for v in enc.dictionary.to_pylist()], dtype=np.int32)
-        self.values.extend(list(self.index)[len(self.values):])
-        return local[enc.indices.to_numpy()] if local.size else np.zeros(len(enc), np.int32)
-
-
-@dataclass
-class SpooledDay:
-    """A day split into partition files: ``tasks`` (path, detector names, rows), largest
-    first, and what the partitions share."""
-
-    tasks: list[tuple[Path, list[str], int]]
-    shared: DayShared
-    events: int
-
-
-def _batches(orders, batch_rows: int):
-    if isinstance(orders, pa.Table):
-        yield from orders.select(list(NEEDED)).to_batches(max_chunksize=batch_rows)
-        return
-    for path in orders:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(NEEDED))
-
-
-def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
-              accounts: pa.Table | None, market_params: dict[str, Any],
-              groups: dict[tuple[str, ...], list[str]], n: int, spool: Path,
-              batch_rows: int = 1 << 20) -> SpooledDay:
-    """Stream the day's events once (Parquet files or a table, ``batch_rows`` at a time):
-    dictionary-encode the string columns against day-level dictionaries, accumulate the
-    day-level facts, and append each row to one partition file per detector group (stable hash
-    of the group's key, as ``partition``). Memory is bounded by one batch, not by the day; each
-    task later reads only its own partition."""
-    spool.mkdir(parents=True, exist_ok=True)
-    enc = {c: _Encoder() for c in CODED}
-    facts = context.DayFacts()
-    bucket_of: list[dict[int, int]] = [{} for _ in groups]
-    writers: dict[tuple[int, int], Any] = {}
-    rows: dict[tuple[int, int], int] = {}
-    total = 0
-    for rb in _batches(orders, batch_rows):
-        b = with_reference(pa.Table.from_batches([rb]), accounts)
-        codes = {c: enc[c].encode(b.column(c)) for c in CODED}
-        ts = np.asarray(b.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-        price = np.asarray(pc.fill_null(b.column("price"), np.nan).to_numpy(), dtype=np.float64)
-        facts.add(ts, codes["symbol"], codes["instrument"], price, enc["symbol"].values,
-                  enc["instrument"].values)
-        kind = pc.fill_null(pc.index_in(b.column("account_type"),
-                                        value_set=pa.array(["house", "client"])), -1)
-        compact = pa.table({
-            "ts": ts, **{c: codes[c] for c in CODED},
-            "account_type": pc.cast(kind, pa.int8()),
-            "side": _small_codes(b.column("side"), SIDES),
-            "event": _small_codes(b.column("event"), EVENTS),
-            "order_id": b.column("order_id"),
-            **{c: b.column(c) for c in ("price", "qty", "leaves_qty", "exec_qty", "exec_price",
-                                         "offset", "line")},
-        })  # fmt: skip
-        total += compact.num_rows
-        for gi, keys in enumerate(groups):
-            bucket = _buckets(codes, keys, enc, bucket_of[gi], n)
-            perm = np.argsort(bucket, kind="stable")
-            counts = np.bincount(bucket, minlength=n)
-            ordered = compact.take(pa.array(perm)) if n > 1 else compact
-            at = 0
-            for p in np.flatnonzero(counts).tolist():
-                part = ordered.slice(at, int(counts[p]))
-                at += int(counts[p])
-                if (gi, p) not in writers:
-                    writers[gi, p] = pa.ipc.new_file(str(spool / f"g{gi}-p{p}.arrow"),
-                                                     compact.schema)
-                    rows[gi, p] = 0
-                writers[gi, p].write_table(part)
-                rows[gi, p] += part.num_rows
-    if total == 0:  # an empty day still gives every group one (empty) task
-        for gi in range(len(groups)):
-            writers[gi, 0] = pa.ipc.new_file(str(spool / f"g{gi}-p0.arrow"), _EMPTY.schema)
-            writers[gi, 0].write_table(_EMPTY)
-            rows[gi, 0] = 0
-    for w in writers.values():
-        w.close()
-    tapes = context.tapes(market)
-    shared = DayShared(
-        facts.day_market(tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
-                         reference_symbol=market_params.get("reference_symbol", "")),
-        facts.instrument_info(tapes), {c: enc[c].values for c in CODED})
-    names = list(groups.values())
-    tasks = sorted(((spool / f"g{gi}-p{p}.arrow", names[gi], r) for (gi, p), r in rows.items()),
-                   key=lambda t: -t[2])
-    return SpooledDay(tasks, shared, total)
-
-
-_EMPTY = pa.table({
-    "ts": pa.array([], pa.int64()), **{c: pa.array([], pa.int32()) for c in CODED},
-    "account_type": pa.array([], pa.int8()), "side": pa.array([], pa.int8()),
-    "event": pa.array([], pa.int8()), "order_id": pa.array([], pa.string()),
-    **{c: pa.array([], pa.float64()) for c in ("price", "qty", "leaves_qty", "exec_qty",
-                                               "exec_price")},
-    "offset": pa.array([], pa.int64()), "line": pa.array([], pa.int64()),
-})  # fmt: skip
-
-
-def _small_codes(col, values) -> pa.Array:
-    idx = pc.fill_null(pc.index_in(col, value_set=pa.array(values)), -1)
-    return pc.cast(idx, pa.int8())
-
-
-def _buckets(codes: dict[str, np.ndarray], keys: tuple[str, ...], enc: dict[str, _Encoder],
-             cache: dict[int, int], n: int) -> np.ndarray:
-    """Partition of each row: stable hash of its key string (same as ``partition``)."""
-    size = codes[keys[0]].shape[0]
-    if n <= 1:
-        return np.zeros(size, np.int64)
-    comp = np.zeros(size, np.int64)
-    for k in keys:
-        comp = (comp << _KEY_BITS) | codes[k].astype(np.int64)
-    uniq, inv = np.unique(comp, return_inverse=True)
-    out = np.empty(uniq.size, np.int64)
-    mask = (1 << _KEY_BITS) - 1
-    for j, u in enumerate(uniq.tolist()):
-        b = cache.get(u)
-        if b is None:
-            parts = [enc[k].values[(u >> (_KEY_BITS * (len(keys) - 1 - m))) & mask]
-                     for m, k in enumerate(keys)]
-            b = cache[u] = _bucket("\x1f".join(parts), n)
-        out[j] = b
-    return out[inv]
 
 
 # --------------------------------------------------------------------------- Ray
@@ -475,11 +287,24 @@ def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, pa
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
-        arg = ray.put(read_partition(part)) if by_value else str(part)
+        arg = ray.put(read_partition(part, shared.remaps)) if by_value else part
         pending[remote.remote(arg, names, shared_ref, params, floors)] = k
     for ref, k in pending.items():
         results[k] = ray.get(ref)
     return results
+
+
+def _ray_map_runner(ray):
+    """Run the spool's map tasks as Ray tasks (the accounts table is put once)."""
+    remote = ray.remote(spool_map)
+
+    def submit(jobs: list[tuple]):
+        accounts = jobs[0][1] if jobs else None
+        shared = ray.put(accounts) if accounts is not None else None
+        refs = [remote.remote(src, shared, *rest) for src, _, *rest in jobs]
+        return lambda: ray.get(refs)
+
+    return submit
 
 
 # --------------------------------------------------------------------------- the run
@@ -546,9 +371,9 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
 
     spool_root = cfg.data_dir / "spool" / run_id
 
-    def spooled(day: str, n: int) -> SpooledDay:
+    def spooled(day: str, n: int, maps: int = 1, runner=None) -> SpooledDay:
         return spool_day(files[day], _market_table(cfg, con, day), accounts, market_params,
-                         groups, n, spool_root / day)
+                         groups, n, spool_root / day, maps=maps, runner=runner)
 
     results: dict[str, dict[str, pa.Table]] = {}
     try:
@@ -556,14 +381,17 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
             with ray_session(cfg) as ray:
                 n = _num_partitions(cfg, ray)
                 cpus = int(ray.cluster_resources().get("CPU", 1))
+                remote_nodes = bool(cfg.get("ray.address"))
                 for day in days:
-                    sd = spooled(day, n)
+                    # on a cluster the spool stays in the driver: its files are local to it
+                    sd = (spooled(day, n) if remote_nodes
+                          else spooled(day, n, cpus, _ray_map_runner(ray)))
                     summary.partitions += len(sd.tasks)
                     say("scoring", {"date": day, "partitions": len(sd.tasks)})
-                    tasks = [(path, names) for path, names, _ in sd.tasks]
+                    tasks = [(part, names) for part, names, _ in sd.tasks]
                     results[day] = _merge(_score_in_ray(
                         ray, tasks, sd.shared, params, floors, max(2, 2 * cpus),
-                        by_value=bool(cfg.get("ray.address"))), detectors)
+                        by_value=remote_nodes), detectors)
                     shutil.rmtree(spool_root / day, ignore_errors=True)
         else:
             n = cfg.get("pipeline.partitions") or 1
@@ -571,8 +399,8 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
                 sd = spooled(day, n)
                 summary.partitions += len(sd.tasks)
                 say("scoring", {"date": day, "partitions": len(sd.tasks)})
-                results[day] = _merge([score_partition(path, names, sd.shared, params, floors)
-                                       for path, names, _ in sd.tasks], detectors)
+                results[day] = _merge([score_partition(part, names, sd.shared, params, floors)
+                                       for part, names, _ in sd.tasks], detectors)
                 shutil.rmtree(spool_root / day, ignore_errors=True)
     finally:
         shutil.rmtree(spool_root, ignore_errors=True)

@@ -15,24 +15,24 @@ wall seconds):
 * **1 core, end to end**: ``pipeline.spool_day`` (stream the Parquet day: dictionary-encode,
   day-level facts, split into partition files) + ``score_partition`` for every task, one
   process, 1 Arrow thread.
-* **parallel efficiency**: the same tasks on a warm pool of 1 and of 2 worker processes
-  (``spawn``, kernels compiled and loaded before timing), compute only (the spooled partitions)
-  and end to end (spool + pool). Efficiency = T(1 worker) ÷ (2 × T(2 workers)).
-* **memory**: each worker's peak RSS per task above its RSS before the task (``VmHWM`` reset
-  via ``/proc/self/clear_refs``), against the task's partition size in Arrow (the spooled,
-  dictionary-encoded partition, and the same rows as canonical events); the driver's peak
-  while spooling the day.
+* **parallel efficiency**: the run's Ray path on a private Ray of 1 and of 2 CPUs (workers
+  started and kernels loaded by a first, untimed run): the spool's map tasks as Ray tasks (one
+  per CPU; the driver builds the market tapes meanwhile), the merge, then every scoring task.
+  Efficiency = T(1 CPU) ÷ (2 × T(2 CPUs)), for the scoring alone and end to end.
+* **memory**: each Ray worker's peak RSS per scoring task above its RSS before the task
+  (``VmHWM`` reset via ``/proc/self/clear_refs``), against the task's partition size in Arrow
+  (the spooled, dictionary-encoded partition, and the same rows as canonical events); the
+  driver's peak while spooling the day in one process.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,11 +42,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance import config, pipeline  # noqa: E402
+from appliance import config, pipeline, spool  # noqa: E402
 from appliance.detectors import REGISTRY  # noqa: E402
 from connectors import get_connector  # noqa: E402
 
 CACHE = Path("/tmp/surveil-bench-cache")
+ROW_GROUP = 1 << 16  # rows per Parquet row group of the day (the spool's unit of map work)
 
 
 def _load(sim: Path):
@@ -67,7 +68,7 @@ def _renamed(table: pa.Table, columns: tuple[str, ...], k: int) -> pa.Table:
 def day_files(sim: Path, copies: int) -> tuple[list[Path], pa.Table, pa.Table, int]:
     """The (possibly K× replicated) day as Parquet, its market and accounts tables."""
     events, market, accounts = _load(sim)
-    out = CACHE / f"{sim.name}-x{copies}"
+    out = CACHE / f"{sim.name}-x{copies}-rg{ROW_GROUP}"
     path = out / "orders.parquet"
     refs = [accounts] + [_renamed(accounts, ("account", "owner"), k) for k in range(1, copies)]
     if not path.exists():
@@ -76,7 +77,7 @@ def day_files(sim: Path, copies: int) -> tuple[list[Path], pa.Table, pa.Table, i
         with pq.ParquetWriter(tmp, events.schema) as w:
             for k in range(copies):
                 t = events if k == 0 else _renamed(events, ("trader", "account", "order_id"), k)
-                w.write_table(t.cast(events.schema), row_group_size=1 << 20)
+                w.write_table(t.cast(events.schema), row_group_size=ROW_GROUP)
         tmp.rename(path)
     return [path], market, pa.concat_tables(refs), events.num_rows * copies
 
@@ -107,32 +108,35 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-_W: dict = {}
-
-
-def _worker_init(day: tuple) -> None:
+def _measured_task(part, names: list[str], shared, det, floors) -> tuple[float, float, int]:
+    """A scoring task in a Ray worker: its CPU and wall seconds and its peak RSS above the
+    worker's RSS before it."""
     pa.set_cpu_count(1)
-    _W["day"] = day
-
-
-def _worker_task(path: str, names: list[str]) -> tuple[float, float, int, int]:
-    shared, det, floors = _W["day"]
     _reset_peak()
     before = _status("VmRSS")
     c0, w0 = time.process_time(), time.perf_counter()
-    pipeline.score_partition(path, names, shared, det, floors)
-    return (time.process_time() - c0, time.perf_counter() - w0, before,
-            _status("VmHWM") - before)
+    pipeline.score_partition(part, names, shared, det, floors)
+    return time.process_time() - c0, time.perf_counter() - w0, _status("VmHWM") - before
 
 
-def _pool_run(pool, tasks) -> tuple[float, list]:
+def _ray_day(ray, files, market, accounts, n: int, spool_dir: Path, workers: int, batch_rows):
+    """The run's Ray path: spool maps as Ray tasks (tapes built in the driver meanwhile),
+    merge, then every scoring task at once. Returns (spool wall, scoring wall, task results,
+    tasks)."""
+    names, det, mparams, floors = params()
+    groups = pipeline.partition_groups(names)
     t0 = time.perf_counter()
-    futs = [pool.submit(_worker_task, str(p), ns) for p, ns, _ in tasks]  # largest first
-    res = [f.result() for f in futs]
-    return time.perf_counter() - t0, res
+    sd = pipeline.spool_day(files, market, accounts, mparams, groups, n, spool_dir,
+                            batch_rows=batch_rows, maps=workers,
+                            runner=pipeline._ray_map_runner(ray))
+    t1 = time.perf_counter()
+    remote = ray.remote(_measured_task)
+    shared = ray.put(sd.shared)
+    res = ray.get([remote.remote(part, ns, shared, det, floors) for part, ns, _ in sd.tasks])
+    return t1 - t0, time.perf_counter() - t1, res, sd.tasks
 
 
-def spool(files, market, accounts, n: int, spool_dir: Path, batch_rows: int):
+def spool_once(files, market, accounts, n: int, spool_dir: Path, batch_rows: int):
     names, det, mparams, floors = params()
     groups = pipeline.partition_groups(names)
     return pipeline.spool_day(files, market, accounts, mparams, groups, n, spool_dir,
@@ -145,7 +149,7 @@ def one_core(files, market, accounts, n: int, batch_rows: int) -> dict:
         _reset_peak()
         base = _status("VmRSS")
         c0, w0 = time.process_time(), time.perf_counter()
-        sd = spool(files, market, accounts, n, Path(d), batch_rows)
+        sd = spool_once(files, market, accounts, n, Path(d), batch_rows)
         c1, w1 = time.process_time(), time.perf_counter()
         driver_peak = _status("VmHWM") - base
         for path, ns, _ in sd.tasks:
@@ -188,40 +192,40 @@ def main() -> None:
     print(f"         driver peak RSS while spooling +{med['driver_peak'] / 2**20:.0f} MiB "
           f"(batch {a.batch_rows:,} rows)")
 
-    names, det, mparams, floors = params()
-    with tempfile.TemporaryDirectory(dir=CACHE) as d:
-        sd = spool(files, market, accounts, a.partitions, Path(d), a.batch_rows)
-        t_spool = statistics.median(r["spool_wall"] for r in runs)
-        ctx = multiprocessing.get_context("spawn")
-        walls: dict[int, list[float]] = {}
-        mem: list[tuple[int, int, int]] = []
-        for workers in (1, 2):
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=((sd.shared, det, floors),)) as pool:
-                _pool_run(pool, sd.tasks[-workers:] * 2)  # start + warm every worker
-                for _ in range(a.repeat):
-                    wall, res = _pool_run(pool, sd.tasks)
-                    walls.setdefault(workers, []).append(wall)
-                    mem += [(r[3], sd.tasks[k][2], Path(sd.tasks[k][0]).stat().st_size)
-                            for k, r in enumerate(res)]
-        t1, t2 = statistics.median(walls[1]), statistics.median(walls[2])
-        print(f"compute only (spooled partitions → features+scores), wall: 1 worker {t1:.2f} s, "
-              f"2 workers {t2:.2f} s → parallel efficiency {100 * t1 / (2 * t2):.0f}%")
-        e1, e2 = t_spool + t1, t_spool + t2
-        print(f"end to end (spool in the driver + pool), wall: 1 worker {e1:.2f} s, 2 workers "
-              f"{e2:.2f} s → parallel efficiency {100 * e1 / (2 * e2):.0f}%, "
-              f"{n_events / e2 / 2:,.0f} events/s per core")
-        peak, rows, size = max(mem)
-        biggest = max(sd.tasks, key=lambda t: t[2])
-        big_size = Path(biggest[0]).stat().st_size
-        ratio = max(m[0] / max(m[2], 1) for m in mem if m[1] > 100_000) if any(
-            m[1] > 100_000 for m in mem) else float("nan")
-        print(f"memory: largest partition {biggest[2]:,} rows = {big_size / 2**20:.1f} MiB "
-              f"spooled Arrow ({biggest[2] * canon_row / 2**20:.1f} MiB as canonical events); "
-              f"worst task peak RSS above the worker's resting RSS +{peak / 2**20:.0f} MiB "
-              f"({rows:,} rows, {peak / max(size, 1):.2f}× its spooled partition, "
-              f"{peak / max(rows * canon_row, 1):.2f}× canonical); max ratio over tasks ≥ 100k "
-              f"rows {ratio:.2f}×")
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, as the run does
+    walls: dict[int, list[tuple[float, float]]] = {}
+    mem: list[tuple[int, int, int]] = []
+    for workers in (1, 2):
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=str(CACHE / "ray"))
+        try:
+            for rep in range(a.repeat + 1):  # the first run starts and warms every worker
+                with tempfile.TemporaryDirectory(dir=CACHE) as d:
+                    t_spool, t_score, res, tasks = _ray_day(
+                        ray, files, market, accounts, a.partitions, Path(d), workers,
+                        a.batch_rows)
+                    if rep:
+                        walls.setdefault(workers, []).append((t_spool, t_score))
+                        mem += [(r[2], rows, spool.read_partition(part).nbytes)
+                                for r, (part, _, rows) in zip(res, tasks, strict=True)]
+        finally:
+            ray.shutdown()
+    (s1, c1), (s2, c2) = ((statistics.median(x[0] for x in walls[w]),
+                           statistics.median(x[1] for x in walls[w])) for w in (1, 2))
+    print(f"Ray, 1 vs 2 workers (wall): spool maps {s1:.2f} s vs {s2:.2f} s, scoring "
+          f"{c1:.2f} s vs {c2:.2f} s → parallel efficiency: scoring "
+          f"{100 * c1 / (2 * c2):.0f}%, end to end {100 * (s1 + c1) / (2 * (s2 + c2)):.0f}% "
+          f"({n_events / (s2 + c2) / 2:,.0f} events/s per core at 2 workers)")
+    peak, rows, size = max(mem)
+    ratio = max(m[0] / max(m[2], 1) for m in mem if m[1] > 100_000) if any(
+        m[1] > 100_000 for m in mem) else float("nan")
+    print(f"memory: worst task peak RSS above the worker's resting RSS +{peak / 2**20:.0f} MiB "
+          f"({rows:,} rows; {peak / max(size, 1):.2f}× its partition's spooled Arrow size of "
+          f"{size / 2**20:.1f} MiB, {peak / max(rows * canon_row, 1):.2f}× the same rows as "
+          f"canonical events); max ratio to the spooled size over tasks ≥ 100k rows {ratio:.2f}×")
 
 
 def _load_avg() -> str:

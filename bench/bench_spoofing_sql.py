@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_detectors as bd  # noqa: E402
 
-from appliance import context, pipeline  # noqa: E402
+from appliance import context, pipeline, spool  # noqa: E402
 from appliance.detectors import REGISTRY  # noqa: E402
 from appliance.detectors.common import adaptive_gaps, dict_codes, gap_grouping  # noqa: E402
 
@@ -179,7 +179,7 @@ def main() -> None:
     a = ap.parse_args()
     pa.set_cpu_count(1)
     files, market, accounts, _ = bd.day_files(Path(a.sim), a.copies)
-    ev = pq.read_table(files, columns=list(pipeline.NEEDED))
+    ev = pq.read_table(files, columns=list(spool.NEEDED))
     ev = pipeline.with_reference(ev, accounts)
     names, det, mparams, floors = bd.params()
     tapes = context.tapes(market)
@@ -195,7 +195,7 @@ def main() -> None:
     gaps = adaptive_gaps(info, p)
     default_gap = int(p.get("gap_seconds", 5.0) * 1e9)
     gap_table = pa.table({"instrument": list(gaps), "gap_ns": list(gaps.values())})
-    shared = pipeline.DayShared(facts.day_market(
+    shared = spool.DayShared(facts.day_market(
         tapes, after_ns=int(mparams.get("after_seconds", 1.0) * 1e9),
         reference_symbol=mparams.get("reference_symbol", "")), info, {})
     spoof = REGISTRY["spoofing"]

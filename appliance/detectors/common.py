@@ -138,9 +138,9 @@ def walk(tord, ts, side, event, order, n_orders, price, qty, leaves, exec_qty, b
 @dataclass
 class Batch:
     """One partition, prepared once for every detector: columns as NumPy arrays (row order of
-    the partition), context columns (NaN when absent) and the order walk."""
+    the partition), context columns (NaN when absent) and the order walk. The partition's
+    table itself is not kept, so its memory is released once the batch is built."""
 
-    table: pa.Table
     ts: np.ndarray
     tord: np.ndarray  # rows in time order (ties: input order)
     side: np.ndarray
@@ -164,8 +164,8 @@ class Batch:
     dist: np.ndarray
     aggr: np.ndarray
     fill: np.ndarray
-    line: np.ndarray | None = None  # provenance (breadcrumbs), set by the pipeline
-    offset: np.ndarray | None = None
+    line: np.ndarray  # provenance (breadcrumbs)
+    offset: np.ndarray
 
     @property
     def mid(self) -> np.ndarray:
@@ -175,7 +175,7 @@ class Batch:
     def build(cls, table: pa.Table, day: DayMarket | None = None,
               day_names: dict[str, list[str]] | None = None) -> Batch:
         """Prepare a partition. ``table`` is either canonical events (string columns, ``ctx_*``
-        columns if joined already) or a spooled partition (``pipeline.spool_day``: string
+        columns if joined already) or a spooled partition (``appliance.spool``: string
         columns as int32 codes into ``day_names``, without ``ctx_*``; then ``day`` joins the
         market context here, per partition)."""
         n = table.num_rows
@@ -218,9 +218,16 @@ class Batch:
         else:
             w = (np.zeros(0, np.int8), np.zeros(0), np.zeros(0, np.int64), np.zeros(0),
                  np.zeros(0), np.zeros(0), np.zeros(0, np.bool_), np.zeros(0))
-        return cls(table, ts, tord, side, event, order, n_orders, price, qty, leaves, exq,
+        return cls(ts, tord, side, event, order, n_orders, price, qty, leaves, exq,
                    _floats(table.column("exec_price")), ctx,
-                   codes, names, acct_type, *w)
+                   codes, names, acct_type, *w, _provenance(table, "line"),
+                   _provenance(table, "offset"))
+
+
+def _provenance(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, np.int64)
+    return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
 
 
 def _ints(col, dtype=np.int64) -> np.ndarray:

@@ -1,0 +1,342 @@
+"""The day → partitions shuffle: stream the day's cleaned events once and split them into one
+partition per (detector group, stable hash of the group's key), so every cluster is whole in one
+task.
+
+It runs as a map stage: the day's Parquet row groups are cut into ``maps`` contiguous ranges and
+each range is spooled by one task (``spool_map``, in parallel under Ray), which
+
+* dictionary-encodes the string columns (trader, account, owner, symbol, instrument, source)
+  against its own dictionaries and the small token columns (side, event, account type) to int8,
+* accumulates the day-level facts of its rows (``context.DayFacts``: symbol → instrument, spans,
+  distinct prices),
+* writes one Arrow IPC file per detector group whose record batches are partition pieces.
+
+The driver then merges the small per-map outputs (``merge_maps``): the day dictionaries in map
+order (so a code is exactly what one serial pass over the day gives), a code remap per map, the
+day facts, and per partition the list of pieces. A scoring task reads only its own pieces
+(memory-mapped), remaps their codes to the day's and concatenates them in map order: the same
+rows in the same order whatever the number of maps, so results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from appliance import context
+from appliance.context import InstrumentInfo
+from appliance.schema import EVENTS, SIDES
+
+#: string columns spooled as int32 codes (the day's names in ``DayShared.names``)
+CODED = ("trader", "account", "owner", "symbol", "instrument", "source")
+#: the canonical columns the detectors read
+NEEDED = ("ts", "trader", "account", "symbol", "instrument", "side", "event", "order_id",
+          "price", "qty", "leaves_qty", "exec_qty", "exec_price", "source", "offset", "line")
+_KEY_BITS = 21  # per key column in the composite key code (≤ 2M distinct values per map)
+
+_EMPTY = pa.table({
+    "ts": pa.array([], pa.int64()), **{c: pa.array([], pa.int32()) for c in CODED},
+    "account_type": pa.array([], pa.int8()), "side": pa.array([], pa.int8()),
+    "event": pa.array([], pa.int8()), "order_id": pa.array([], pa.string()),
+    **{c: pa.array([], pa.float64()) for c in ("price", "qty", "leaves_qty", "exec_qty",
+                                               "exec_price")},
+    "offset": pa.array([], pa.int64()), "line": pa.array([], pa.int64()),
+})  # fmt: skip
+
+
+def bucket(key: str, n: int) -> int:
+    """Stable partition of a cluster key string (same on every machine and Python run)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % n
+
+
+def with_reference(events: pa.Table, accounts: pa.Table | None) -> pa.Table:
+    """Add ``owner`` and ``account_type`` from the accounts reference table (account → owner,
+    type). Without it (or for unknown accounts) the owner is the account and the type null."""
+    account = events.column("account")
+    if accounts is not None and accounts.num_rows:
+        pos = pc.index_in(account, value_set=accounts.column("account"))
+        owner = pc.coalesce(pc.take(accounts.column("owner"), pos), account)
+        kind = pc.take(accounts.column("type"), pos)
+    else:
+        owner, kind = account, pa.nulls(events.num_rows, pa.string())
+    for name, arr in (("owner", owner), ("account_type", kind)):
+        if name in events.column_names:
+            events = events.drop_columns([name])
+        events = events.append_column(name, arr)
+    return events
+
+
+class _Encoder:
+    """A growing dictionary of one string column (nulls → ''), batch by batch."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def encode(self, col) -> np.ndarray:
+        enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
+        local = np.array([self.index.setdefault(v, len(self.index))
+                          for v in enc.dictionary.to_pylist()], dtype=np.int32)
+        self.values.extend(list(self.index)[len(self.values):])
+        return local[enc.indices.to_numpy()] if local.size else np.zeros(len(enc), np.int32)
+
+
+# ------------------------------------------------------------------------------ map stage
+
+#: one unit of map input: (Parquet path, row group) — or the whole in-memory table
+Unit = tuple[str, int]
+
+
+@dataclass
+class MapOutput:
+    """What one map task returns to the driver (small: dictionaries, facts, piece index)."""
+
+    names: dict[str, list[str]]
+    facts: context.DayFacts
+    files: list[str]  # one IPC file per detector group
+    pieces: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (g, p) → batches
+    rows: dict[tuple[int, int], int] = field(default_factory=dict)
+    total: int = 0
+
+
+def _small_codes(col, values) -> pa.Array:
+    idx = pc.fill_null(pc.index_in(col, value_set=pa.array(values)), -1)
+    return pc.cast(idx, pa.int8())
+
+
+def _buckets(codes: dict[str, np.ndarray], keys: tuple[str, ...], enc: dict[str, _Encoder],
+             cache: dict[int, int], n: int) -> np.ndarray:
+    """Partition of each row: stable hash of its key string (``bucket``)."""
+    size = codes[keys[0]].shape[0]
+    if n <= 1:
+        return np.zeros(size, np.int64)
+    comp = np.zeros(size, np.int64)
+    for k in keys:
+        comp = (comp << _KEY_BITS) | codes[k].astype(np.int64)
+    uniq, inv = np.unique(comp, return_inverse=True)
+    out = np.empty(uniq.size, np.int64)
+    mask = (1 << _KEY_BITS) - 1
+    for j, u in enumerate(uniq.tolist()):
+        b = cache.get(u)
+        if b is None:
+            parts = [enc[k].values[(u >> (_KEY_BITS * (len(keys) - 1 - m))) & mask]
+                     for m, k in enumerate(keys)]
+            b = cache[u] = bucket("\x1f".join(parts), n)
+        out[j] = b
+    return out[inv]
+
+
+def _batches(source: pa.Table | Sequence[Unit], batch_rows: int):
+    if isinstance(source, pa.Table):
+        yield from source.select(list(NEEDED)).to_batches(max_chunksize=batch_rows)
+        return
+    by_file: dict[str, list[int]] = {}
+    for path, group in source:
+        by_file.setdefault(path, []).append(group)
+    for path, groups in by_file.items():
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=groups,
+                                                     columns=list(NEEDED))
+
+
+def _compact(b: pa.Table, codes: dict[str, np.ndarray], ts: np.ndarray) -> pa.Table:
+    kind = pc.fill_null(pc.index_in(b.column("account_type"),
+                                    value_set=pa.array(["house", "client"])), -1)
+    return pa.table({
+        "ts": ts, **{c: codes[c] for c in CODED},
+        "account_type": pc.cast(kind, pa.int8()),
+        "side": _small_codes(b.column("side"), SIDES),
+        "event": _small_codes(b.column("event"), EVENTS),
+        "order_id": b.column("order_id"),
+        **{c: b.column(c) for c in ("price", "qty", "leaves_qty", "exec_qty", "exec_price",
+                                     "offset", "line")},
+    })  # fmt: skip
+
+
+def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
+              group_keys: list[tuple[str, ...]], n: int, out_dir: str, index: int,
+              batch_rows: int = 1 << 20) -> MapOutput:
+    """Spool one contiguous range of the day (``source``: row groups in day order, or a table),
+    ``batch_rows`` at a time: memory is bounded by one batch."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = {c: _Encoder() for c in CODED}
+    facts = context.DayFacts()
+    bucket_of: list[dict[int, int]] = [{} for _ in group_keys]
+    files = [str(out / f"g{gi}-m{index}.arrow") for gi in range(len(group_keys))]
+    writers: dict[int, Any] = {}
+    result = MapOutput({}, facts, files)
+    batch_no = [0] * len(group_keys)
+    for rb in _batches(source, batch_rows):
+        b = with_reference(pa.Table.from_batches([rb]), accounts)
+        codes = {c: enc[c].encode(b.column(c)) for c in CODED}
+        ts = np.asarray(b.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+        price = np.asarray(pc.fill_null(b.column("price"), np.nan).to_numpy(), dtype=np.float64)
+        facts.add(ts, codes["symbol"], codes["instrument"], price, enc["symbol"].values,
+                  enc["instrument"].values)
+        compact = _compact(b, codes, ts)
+        result.total += compact.num_rows
+        for gi, keys in enumerate(group_keys):
+            buckets = _buckets(codes, keys, enc, bucket_of[gi], n)
+            counts = np.bincount(buckets, minlength=n)
+            ordered = compact.take(pa.array(np.argsort(buckets, kind="stable"))) if n > 1 \
+                else compact
+            if gi not in writers:
+                writers[gi] = pa.ipc.new_file(files[gi], compact.schema)
+            at = 0
+            for p in np.flatnonzero(counts).tolist():
+                piece = ordered.slice(at, int(counts[p]))
+                at += int(counts[p])
+                for rec in piece.to_batches():
+                    writers[gi].write_batch(rec)
+                    result.pieces.setdefault((gi, p), []).append(batch_no[gi])
+                    batch_no[gi] += 1
+                result.rows[gi, p] = result.rows.get((gi, p), 0) + piece.num_rows
+    for w in writers.values():
+        w.close()
+    result.names = {c: enc[c].values for c in CODED}
+    return result
+
+
+def map_ranges(orders: pa.Table | list[Path], maps: int) -> list[pa.Table | list[Unit]]:
+    """Cut the day into at most ``maps`` contiguous ranges of Parquet row groups of about equal
+    rows (a table is one range)."""
+    if isinstance(orders, pa.Table):
+        return [orders]
+    units: list[tuple[Unit, int]] = []
+    for path in orders:
+        meta = pq.ParquetFile(path).metadata
+        units += [((str(path), g), meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    total = sum(r for _, r in units)
+    if not units:
+        return [[]]
+    ranges: list[list[Unit]] = [[]]
+    done = 0
+    for unit, rows in units:
+        target = total * len(ranges) / max(1, maps)
+        if ranges[-1] and done >= target and len(ranges) < maps:
+            ranges.append([])
+        ranges[-1].append(unit)
+        done += rows
+    return list(ranges)
+
+
+# ------------------------------------------------------------------------------ the merge
+
+
+@dataclass
+class DayShared:
+    """What every partition of a day needs besides its own rows (small, shipped once per day):
+    the market tapes and day-level ticks, the per-instrument facts, the day's names of the
+    spooled string codes, and per map the remap of its codes to the day's."""
+
+    market: context.DayMarket
+    info: dict[str, InstrumentInfo]
+    names: dict[str, list[str]]
+    remaps: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """One scoring task's rows: record batches ``batches`` of the map ``index``'s IPC file
+    ``path``, for each map in order."""
+
+    pieces: tuple[tuple[str, tuple[int, ...], int], ...]
+
+
+@dataclass
+class SpooledDay:
+    """A day split into partitions: ``tasks`` (partition, detector names, rows), largest
+    first, and what the partitions share."""
+
+    tasks: list[tuple[PartitionRef, list[str], int]]
+    shared: DayShared
+    events: int
+
+
+def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: dict[str, Any],
+               groups: dict[tuple[str, ...], list[str]]) -> SpooledDay:
+    """The day from its maps' outputs: day dictionaries in map order, remaps, facts, tasks."""
+    index: dict[str, dict[str, int]] = {c: {} for c in CODED}
+    remaps = []
+    facts = context.DayFacts()
+    for out in outputs:
+        remaps.append({c: np.array([index[c].setdefault(v, len(index[c]))
+                                    for v in out.names[c]], dtype=np.int32) for c in CODED})
+        facts.merge(out.facts)
+    shared = DayShared(
+        facts.day_market(tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
+                         reference_symbol=market_params.get("reference_symbol", "")),
+        facts.instrument_info(tapes), {c: list(index[c]) for c in CODED}, remaps)
+    names = list(groups.values())
+    keys = sorted({k for out in outputs for k in out.rows})
+    tasks = []
+    for gi, p in keys:
+        pieces = tuple((out.files[gi], tuple(out.pieces[gi, p]), m)
+                       for m, out in enumerate(outputs) if (gi, p) in out.pieces)
+        tasks.append((PartitionRef(pieces), names[gi],
+                      sum(out.rows.get((gi, p), 0) for out in outputs)))
+    if not tasks:  # an empty day still gives every group one (empty) task
+        tasks = [(PartitionRef(()), ns, 0) for ns in names]
+    tasks.sort(key=lambda t: -t[2])
+    return SpooledDay(tasks, shared, sum(out.total for out in outputs))
+
+
+def read_partition(part: pa.Table | str | Path | PartitionRef,
+                   remaps: list[dict[str, np.ndarray]] | None = None) -> pa.Table:
+    """A partition's rows: its pieces (memory-mapped, codes remapped to the day's), a whole
+    Arrow IPC file, or a table."""
+    if isinstance(part, pa.Table):
+        return part
+    if not isinstance(part, PartitionRef):
+        with pa.memory_map(str(part)) as source:
+            return pa.ipc.open_file(source).read_all()
+    batches = []
+    for path, numbers, m in part.pieces:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            for k in numbers:
+                batches.append(_remapped(reader.get_batch(k), remaps[m] if remaps else None))
+    return pa.Table.from_batches(batches, _EMPTY.schema) if batches else _EMPTY
+
+
+def _remapped(rec: pa.RecordBatch, remap: dict[str, np.ndarray] | None) -> pa.RecordBatch:
+    if remap is None:
+        return rec
+    arrays = list(rec.columns)
+    for c in CODED:
+        i = rec.schema.get_field_index(c)
+        arrays[i] = pa.array(remap[c][arrays[i].to_numpy()], pa.int32())
+    return pa.RecordBatch.from_arrays(arrays, schema=rec.schema)
+
+
+#: submits ``spool_map`` jobs (argument tuples) and returns a function collecting their outputs
+MapRunner = Callable[[list[tuple]], Callable[[], list[MapOutput]]]
+
+
+def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
+              accounts: pa.Table | None, market_params: dict[str, Any],
+              groups: dict[tuple[str, ...], list[str]], n: int, spool: Path,
+              batch_rows: int = 1 << 20, maps: int = 1,
+              runner: MapRunner | None = None) -> SpooledDay:
+    """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, run by
+    ``runner`` (default: one after the other in this process); the market tapes are built here
+    while the maps run."""
+    group_keys = list(groups)
+    jobs = [(src, accounts, group_keys, n, str(spool), m, batch_rows)
+            for m, src in enumerate(map_ranges(orders, maps))]
+    if runner is None:
+        outputs = [spool_map(*job) for job in jobs]
+        tapes = context.tapes(market)
+    else:
+        collect = runner(jobs)
+        tapes = context.tapes(market)
+        outputs = collect()
+    return merge_maps(outputs, tapes, market_params, groups)

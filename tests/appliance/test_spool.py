@@ -1,0 +1,94 @@
+"""The day → partitions shuffle: any number of map tasks gives the same partitions and scores."""
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from appliance import pipeline, spool
+from appliance.detectors import REGISTRY
+from connectors import get_connector
+from tests.appliance.test_pipeline import day_book
+
+MARKET = {"after_seconds": 1.0, "reference_symbol": ""}
+
+
+@pytest.fixture(scope="module")
+def day_files(tmp_path_factory):
+    """The scenario day as two Parquet files of small row groups (many map units)."""
+    d = tmp_path_factory.mktemp("day")
+    events = get_connector("csv").read(day_book().write(d / "orders.csv"), "src1").events
+    half = events.num_rows // 2
+    paths = [d / "a.parquet", d / "b.parquet"]
+    pq.write_table(events.slice(0, half), paths[0], row_group_size=7)
+    pq.write_table(events.slice(half), paths[1], row_group_size=11)
+    return paths, events.num_rows
+
+
+def _plain(tables):
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for t in tables for r in t.to_pylist()]
+
+
+def _spooled(paths, tmp, maps, n=3):
+    groups = pipeline.partition_groups(list(REGISTRY))
+    return spool.spool_day(paths, None, None, MARKET, groups, n, tmp, batch_rows=5, maps=maps)
+
+
+def _scores(sd):
+    names = list(REGISTRY)
+    params = {d: {"gap_seconds": 5.0} for d in names}
+    floors = {d: 0 for d in names}
+    per_task = [pipeline.score_partition(part, ns, sd.shared, params, floors)
+                for part, ns, _ in sd.tasks]
+    return {d: _plain(sorted((r[d] for r in per_task if d in r), key=lambda t: t.num_rows))
+            for d in names}
+
+
+def test_map_ranges_cover_every_row_group_once_in_order(day_files):
+    paths, _ = day_files
+    units = [(str(p), g) for p in paths for g in range(pq.ParquetFile(p).num_row_groups)]
+    for maps in (1, 2, 3, 5, 100):
+        ranges = spool.map_ranges(paths, maps)
+        assert 1 <= len(ranges) <= maps
+        assert [u for r in ranges for u in r] == units
+
+
+@pytest.mark.parametrize("maps", [2, 4, 9])
+def test_any_number_of_maps_gives_the_same_partitions_and_scores(day_files, tmp_path, maps):
+    paths, rows = day_files
+    one = _spooled(paths, tmp_path / "one", 1)
+    many = _spooled(paths, tmp_path / "many", maps)
+    assert len(spool.map_ranges(paths, maps)) > 1
+    assert one.events == many.events == rows
+    assert one.shared.names == many.shared.names
+    assert [(ns, r) for _, ns, r in one.tasks] == [(ns, r) for _, ns, r in many.tasks]
+    for (a, _, _), (b, _, _) in zip(one.tasks, many.tasks, strict=True):
+        ta = spool.read_partition(a, one.shared.remaps)
+        tb = spool.read_partition(b, many.shared.remaps)
+        assert ta.equals(tb)
+    assert _scores(one) == _scores(many)
+
+
+def test_every_row_lands_in_exactly_one_partition_per_group(day_files, tmp_path):
+    paths, rows = day_files
+    sd = _spooled(paths, tmp_path, 4)
+    per_group: dict[str, list] = {}
+    for part, ns, r in sd.tasks:
+        t = spool.read_partition(part, sd.shared.remaps)
+        assert t.num_rows == r
+        per_group.setdefault(ns[0], []).append(t)
+    for tables in per_group.values():
+        lines = np.concatenate([t.column("line").to_numpy() for t in tables])
+        assert sorted(lines.tolist()) == list(range(2, rows + 2))
+
+
+def test_an_empty_day_gives_one_empty_task_per_group(tmp_path, day_files):
+    paths, _ = day_files
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(paths[0]).slice(0, 0), empty)
+    sd = _spooled([empty], tmp_path / "s", 4)
+    groups = pipeline.partition_groups(list(REGISTRY))
+    assert sd.events == 0 and len(sd.tasks) == len(groups)
+    assert all(spool.read_partition(p, sd.shared.remaps).num_rows == 0 for p, _, _ in sd.tasks)
