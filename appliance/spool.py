@@ -240,7 +240,7 @@ class DayShared:
     market: context.DayMarket
     info: dict[str, InstrumentInfo]
     names: dict[str, list[str]]
-    remaps: list[dict[str, np.ndarray]] = field(default_factory=list)
+    remaps: list[dict[str, np.ndarray] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -268,8 +268,10 @@ def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: di
     remaps = []
     facts = context.DayFacts()
     for out in outputs:
-        remaps.append({c: np.array([index[c].setdefault(v, len(index[c]))
-                                    for v in out.names[c]], dtype=np.int32) for c in CODED})
+        remap = {c: np.array([index[c].setdefault(v, len(index[c])) for v in out.names[c]],
+                             dtype=np.int32) for c in CODED}
+        identity = all(np.array_equal(r, np.arange(r.size)) for r in remap.values())
+        remaps.append(None if identity else remap)
         facts.merge(out.facts)
     shared = DayShared(
         facts.day_market(tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
@@ -290,7 +292,7 @@ def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: di
 
 
 def read_partition(part: pa.Table | str | Path | PartitionRef,
-                   remaps: list[dict[str, np.ndarray]] | None = None) -> pa.Table:
+                   remaps: list[dict[str, np.ndarray] | None] | None = None) -> pa.Table:
     """A partition's rows: its pieces (memory-mapped, codes remapped to the day's), a whole
     Arrow IPC file, or a table."""
     if isinstance(part, pa.Table):

@@ -12,7 +12,7 @@ detector clusters; each detector's grouping is just row indices (``Grouping``) i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,12 +38,16 @@ def _codes(col, values) -> np.ndarray:
 
 
 def _floats(col) -> np.ndarray:
-    return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(), dtype=np.float64)
+    """A numeric column as float64 with NaN for nulls."""
+    col = col.cast(pa.float64())
+    values = col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(
+        zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
 
 
 def dict_codes(col) -> tuple[np.ndarray, list[str]]:
     """Dense codes of a string column (nulls → ''), and the values they stand for."""
-    enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
+    enc = pc.dictionary_encode(pc.fill_null(col, "") if col.null_count else col).combine_chunks()
     return np.asarray(enc.indices.to_numpy(), dtype=np.int64), enc.dictionary.to_pylist()
 
 
@@ -166,6 +170,18 @@ class Batch:
     fill: np.ndarray
     line: np.ndarray  # provenance (breadcrumbs)
     offset: np.ndarray
+    #: rows ordered by (key code, ts, row) per key tuple, computed once for every detector
+    _key_orders: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def key_order(self, keys: tuple[str, ...]) -> np.ndarray:
+        """Row indices sorted by (``composite(keys)``, ts, row): a stable sort of the time order
+        by key code (linear for integer keys), cached per key tuple."""
+        found = self._key_orders.get(keys)
+        if found is None:
+            code = composite(self, keys)
+            found = self.tord[np.argsort(code[self.tord], kind="stable")]
+            self._key_orders[keys] = found
+        return found
 
     @property
     def mid(self) -> np.ndarray:
@@ -331,8 +347,11 @@ def gap_grouping(batch: Batch, keys: tuple[str, ...], gaps: dict[str, int],
     if n == 0:
         return Grouping.empty()
     code = composite(batch, keys)
-    rows = np.arange(batch.ts.shape[0]) if rows is None else rows
-    order = rows[np.lexsort((rows, batch.ts[rows], code[rows]))]
+    order = batch.key_order(keys)
+    if rows is not None:
+        keep = np.zeros(batch.ts.shape[0], bool)
+        keep[rows] = True
+        order = order[keep[order]]
     inst_gap = np.array([gaps.get(name, default_gap_ns) for name in batch.names["instrument"]],
                         dtype=np.int64)
     gap = inst_gap[batch.codes["instrument"][order]]
