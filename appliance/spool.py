@@ -40,6 +40,8 @@ CODED = ("trader", "account", "owner", "symbol", "instrument", "source")
 #: the canonical columns the detectors read
 NEEDED = ("ts", "trader", "account", "symbol", "instrument", "side", "event", "order_id",
           "price", "qty", "leaves_qty", "exec_qty", "exec_price", "source", "offset", "line")
+#: read from Parquet as dictionary arrays
+DICTIONARY_READ = ("trader", "account", "symbol", "instrument", "side", "event", "source")
 _KEY_BITS = 21  # per key column in the composite key code (≤ 2M distinct values per map)
 
 _EMPTY = pa.table({
@@ -57,14 +59,30 @@ def bucket(key: str, n: int) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % n
 
 
+def _per_value(col, fn):
+    """``fn`` of a column: on a dictionary column, of its dictionary only (the result stays
+    dictionary-encoded with the same indices)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        return pa.DictionaryArray.from_arrays(arr.indices, fn(arr.dictionary))
+    return fn(arr)
+
+
 def with_reference(events: pa.Table, accounts: pa.Table | None) -> pa.Table:
     """Add ``owner`` and ``account_type`` from the accounts reference table (account → owner,
-    type). Without it (or for unknown accounts) the owner is the account and the type null."""
+    type). Without it (or for unknown accounts) the owner is the account and the type null.
+    A dictionary-encoded account column gives dictionary-encoded results."""
     account = events.column("account")
     if accounts is not None and accounts.num_rows:
-        pos = pc.index_in(account, value_set=accounts.column("account"))
-        owner = pc.coalesce(pc.take(accounts.column("owner"), pos), account)
-        kind = pc.take(accounts.column("type"), pos)
+        def owner_of(values):
+            pos = pc.index_in(values, value_set=accounts.column("account"))
+            return pc.coalesce(pc.take(accounts.column("owner"), pos), values)
+
+        def type_of(values):
+            pos = pc.index_in(values, value_set=accounts.column("account"))
+            return pc.take(accounts.column("type"), pos)
+
+        owner, kind = _per_value(account, owner_of), _per_value(account, type_of)
     else:
         owner, kind = account, pa.nulls(events.num_rows, pa.string())
     for name, arr in (("owner", owner), ("account_type", kind)):
@@ -82,11 +100,21 @@ class _Encoder:
         self.index: dict[str, int] = {}
 
     def encode(self, col) -> np.ndarray:
-        enc = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
-        local = np.array([self.index.setdefault(v, len(self.index))
-                          for v in enc.dictionary.to_pylist()], dtype=np.int32)
+        """Codes of a (possibly dictionary-encoded) string column; new values get the next
+        codes in order of first appearance."""
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr)
+        values = arr.dictionary.to_pylist()
+        idx = arr.indices
+        if idx.null_count:
+            idx = pc.fill_null(idx, len(values))
+            values.append("")
+        local = np.zeros(max(len(values), 1), np.int32)
+        for k in pc.unique(idx).to_numpy().tolist():  # first appearance order
+            local[k] = self.index.setdefault(values[k] or "", len(self.index))
         self.values.extend(list(self.index)[len(self.values):])
-        return local[enc.indices.to_numpy()] if local.size else np.zeros(len(enc), np.int32)
+        return local[idx.to_numpy()]
 
 
 # ------------------------------------------------------------------------------ map stage
@@ -108,7 +136,12 @@ class MapOutput:
 
 
 def _small_codes(col, values) -> pa.Array:
-    idx = pc.fill_null(pc.index_in(col, value_set=pa.array(values)), -1)
+    """int8 position of each value in ``values`` (-1: null or not listed)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        per_value = _small_codes(arr.dictionary, values)
+        return pc.fill_null(pc.take(per_value, arr.indices), -1)
+    idx = pc.fill_null(pc.index_in(arr, value_set=pa.array(values)), -1)
     return pc.cast(idx, pa.int8())
 
 
@@ -142,16 +175,16 @@ def _batches(source: pa.Table | Sequence[Unit], batch_rows: int):
     for path, group in source:
         by_file.setdefault(path, []).append(group)
     for path, groups in by_file.items():
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=groups,
-                                                     columns=list(NEEDED))
+        # low-cardinality strings stay dictionary-encoded: no per-row string decoding
+        reader = pq.ParquetFile(path, read_dictionary=list(DICTIONARY_READ))
+        yield from reader.iter_batches(batch_size=batch_rows, row_groups=groups,
+                                       columns=list(NEEDED))
 
 
 def _compact(b: pa.Table, codes: dict[str, np.ndarray], ts: np.ndarray) -> pa.Table:
-    kind = pc.fill_null(pc.index_in(b.column("account_type"),
-                                    value_set=pa.array(["house", "client"])), -1)
     return pa.table({
         "ts": ts, **{c: codes[c] for c in CODED},
-        "account_type": pc.cast(kind, pa.int8()),
+        "account_type": _small_codes(b.column("account_type"), ("house", "client")),
         "side": _small_codes(b.column("side"), SIDES),
         "event": _small_codes(b.column("event"), EVENTS),
         "order_id": b.column("order_id"),
