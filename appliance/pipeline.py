@@ -332,11 +332,13 @@ def _mode(cfg: Config, rows: int, forced: str | None) -> str:
     return mode
 
 
-def _num_partitions(cfg: Config, ray_module) -> int:
+def _num_partitions(cfg: Config, ray_module, events: int) -> int:
+    """Partitions per detector group: as configured, else 2 per Ray CPU, or more where the day
+    is large, so a partition stays near ``pipeline.partition_rows`` events."""
     if cfg.get("pipeline.partitions"):
         return int(cfg.get("pipeline.partitions"))
     cpus = int(ray_module.cluster_resources().get("CPU", 1)) if ray_module else 1
-    return max(1, 2 * cpus)
+    return max(1, 2 * cpus, -(-events // int(cfg.get("pipeline.partition_rows"))))
 
 
 def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
@@ -354,7 +356,9 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
         return RunSummary(None, "none")
     inputs = {day: _date_inputs(con, day) for day in days}
     files = {day: [cfg.data_dir / r["parquet"] for r in inputs[day]] for day in days}
-    total = sum(pq.ParquetFile(f).metadata.num_rows for fs in files.values() for f in fs)
+    sizes = {day: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
+             for day, fs in files.items()}
+    total = sum(sizes.values())
     chosen = _mode(cfg, total, mode)
     run_id = f"{started[:19].replace('-', '').replace(':', '')}-{uuid.uuid4().hex[:6]}"
     summary = RunSummary(run_id, chosen, days, events=total)
@@ -379,10 +383,10 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
     try:
         if chosen == "ray":
             with ray_session(cfg) as ray:
-                n = _num_partitions(cfg, ray)
                 cpus = int(ray.cluster_resources().get("CPU", 1))
                 remote_nodes = bool(cfg.get("ray.address"))
                 for day in days:
+                    n = _num_partitions(cfg, ray, sizes[day])
                     # on a cluster the spool stays in the driver: its files are local to it
                     sd = (spooled(day, n) if remote_nodes
                           else spooled(day, n, cpus, _ray_map_runner(ray)))
