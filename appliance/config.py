@@ -70,13 +70,25 @@ SPEC: dict[str, dict[str, Key]] = {
     },
     "ingest": {
         "trade_date_tz": Key(str, "UTC", "IANA time zone whose calendar date is the trade date"),
+        "chunk_bytes": Key(int, 32 << 20, "a larger file is read in chunks of complete lines of "
+                           "about this size (memory per worker grows with it, not with the "
+                           "file)", minimum=256),
+        "mode": Key(str, "auto", "auto | ray | inprocess: chunks as Ray tasks (auto: Ray when "
+                    "the files of one `surveil ingest` hold more than inprocess_max_bytes)",
+                    ("auto", "ray", "inprocess")),
+        "inprocess_max_bytes": Key(int, 256 << 20, "largest input ingested in-process in auto "
+                                   "mode", minimum=0),
     },
     "pipeline": {
         "mode": Key(str, "auto", "auto | ray | inprocess (auto: in-process below "
                     "inprocess_max_rows events, Ray above)", ("auto", "ray", "inprocess")),
         "inprocess_max_rows": Key(int, 200_000, "largest day scored in-process in auto mode",
                                   minimum=0),
-        "partitions": Key(int, 0, "partitions per trade date (0 = 2 per Ray CPU)", minimum=0),
+        "partitions": Key(int, 0, "partitions per trade date (0 = 2 per Ray CPU, or more so "
+                          "that none exceeds partition_rows)", minimum=0),
+        "partition_rows": Key(int, 2_000_000, "with partitions = 0: target largest partition "
+                              "(events), so a worker's memory does not grow with the day",
+                              minimum=1000),
     },
     "ray": {
         "address": Key(str, "", "'' starts a private Ray on 127.0.0.1; 'host:port' joins a "
