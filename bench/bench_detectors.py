@@ -65,10 +65,15 @@ def _renamed(table: pa.Table, columns: tuple[str, ...], k: int) -> pa.Table:
     return table
 
 
-def day_files(sim: Path, copies: int) -> tuple[list[Path], pa.Table, pa.Table, int]:
-    """The (possibly K× replicated) day as Parquet, its market and accounts tables."""
+def day_files(sim: Path, copies: int, per_instrument: int = 1
+              ) -> tuple[list[Path], pa.Table, pa.Table, int]:
+    """The (possibly K× replicated) day as Parquet, its market and accounts tables. Copy k
+    renames traders, accounts and order ids; every ``per_instrument`` copies share renamed
+    instruments and symbols with a renamed copy of the market tape (family ``k //
+    per_instrument``), so the firm trades more instruments as well as more often."""
     events, market, accounts = _load(sim)
-    out = CACHE / f"{sim.name}-x{copies}-rg{ROW_GROUP}"
+    families = -(-copies // per_instrument)
+    out = CACHE / f"{sim.name}-x{copies}-f{families}-rg{ROW_GROUP}"
     path = out / "orders.parquet"
     refs = [accounts] + [_renamed(accounts, ("account", "owner"), k) for k in range(1, copies)]
     if not path.exists():
@@ -77,9 +82,13 @@ def day_files(sim: Path, copies: int) -> tuple[list[Path], pa.Table, pa.Table, i
         with pq.ParquetWriter(tmp, events.schema) as w:
             for k in range(copies):
                 t = events if k == 0 else _renamed(events, ("trader", "account", "order_id"), k)
+                f = k // per_instrument
+                t = t if f == 0 else _renamed(t, ("symbol", "instrument"), f)
                 w.write_table(t.cast(events.schema), row_group_size=ROW_GROUP)
         tmp.rename(path)
-    return [path], market, pa.concat_tables(refs), events.num_rows * copies
+    tapes = pa.concat_tables([market] + [_renamed(market, ("symbol",), f)
+                                         for f in range(1, families)])
+    return [path], tapes, pa.concat_tables(refs), events.num_rows * copies
 
 
 def params():
@@ -108,15 +117,18 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _measured_task(part, names: list[str], shared, det, floors) -> tuple[float, float, int]:
-    """A scoring task in a Ray worker: its CPU and wall seconds and its peak RSS above the
-    worker's RSS before it."""
+def _measured_task(part, names: list[str], shared, det, floors
+                   ) -> tuple[float, float, int, int]:
+    """A scoring task in a Ray worker: its CPU and wall seconds, its peak RSS above the
+    worker's RSS before it, and the growth of its shared-memory RSS (pages of Ray's object
+    store it touched: the day's market tapes, shared by every worker of the node)."""
     pa.set_cpu_count(1)
     _reset_peak()
-    before = _status("VmRSS")
+    before, shm = _status("VmRSS"), _status("RssShmem")
     c0, w0 = time.process_time(), time.perf_counter()
     pipeline.score_partition(part, names, shared, det, floors)
-    return time.process_time() - c0, time.perf_counter() - w0, _status("VmHWM") - before
+    return (time.process_time() - c0, time.perf_counter() - w0, _status("VmHWM") - before,
+            _status("RssShmem") - shm)
 
 
 def _ray_day(ray, files, market, accounts, n: int, spool_dir: Path, workers: int, batch_rows):
@@ -163,6 +175,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("sim", nargs="?")
     ap.add_argument("--copies", type=int, default=1)
+    ap.add_argument("--per-instrument", type=int, default=1,
+                    help="copies that share instruments (default: each copy its own)")
+    ap.add_argument("--partition-rows", type=int, default=2_000_000,
+                    help="more partitions than --partitions where the day is large, as the run")
+    ap.add_argument("--workers", default="1,2", help="Ray CPU counts to compare")
+    ap.add_argument("--skip-one-core", action="store_true",
+                    help="skip the in-process 1-core run (large days)")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-rows", type=int, default=1 << 20)
@@ -175,57 +194,75 @@ def main() -> None:
         from appliance.sim import SimConfig, simulate
 
         simulate(SimConfig.demo(), sim)
-    files, market, accounts, n_events = day_files(sim, a.copies)
+    files, market, accounts, n_events = day_files(sim, a.copies, a.per_instrument)
+    small = day_files(sim, 1)
+    n = max(a.partitions, -(-n_events // a.partition_rows))
     sample = pq.ParquetFile(files[0]).read_row_group(0)
     canon_row = sample.nbytes / max(sample.num_rows, 1)
     print(f"events {n_events:,}  market rows {market.num_rows:,}  "
-          f"partitions {a.partitions} per detector group  load {_load_avg()}")
+          f"partitions {n} per detector group  load {_load_avg()}")
 
-    one_core(files[:1], market, accounts, a.partitions, a.batch_rows)  # warm caches/kernels
-    runs = [one_core(files, market, accounts, a.partitions, a.batch_rows)
-            for _ in range(a.repeat)]
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"1 core : spool (stream + encode + facts + split) {med['spool_cpu']:.2f} s CPU, "
-          f"features+scores {med['score_cpu']:.2f} s CPU → "
-          f"{n_events / med['cpu']:,.0f} events/s per core (CPU); wall {med['wall']:.2f} s → "
-          f"{n_events / med['wall']:,.0f} events/s; {med['tasks']:.0f} tasks")
-    print(f"         driver peak RSS while spooling +{med['driver_peak'] / 2**20:.0f} MiB "
-          f"(batch {a.batch_rows:,} rows)")
+    if not a.skip_one_core:
+        one_core(*small[:3], n, a.batch_rows)  # warm caches/kernels
+        runs = [one_core(files, market, accounts, n, a.batch_rows) for _ in range(a.repeat)]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"1 core : spool (stream + encode + facts + split) {med['spool_cpu']:.2f} s CPU, "
+              f"features+scores {med['score_cpu']:.2f} s CPU → "
+              f"{n_events / med['cpu']:,.0f} events/s per core (CPU); wall {med['wall']:.2f} s "
+              f"→ {n_events / med['wall']:,.0f} events/s; {med['tasks']:.0f} tasks")
+        print(f"         driver peak RSS while spooling +{med['driver_peak'] / 2**20:.0f} MiB "
+              f"(batch {a.batch_rows:,} rows)")
 
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, as the run does
-    walls: dict[int, list[tuple[float, float]]] = {}
-    mem: list[tuple[int, int, int]] = []
-    for workers in (1, 2):
+    walls: dict[int, list[tuple[float, float, int]]] = {}
+    mem: list[tuple[int, int, int, int]] = []
+    counts = [int(w) for w in a.workers.split(",")]
+    for workers in counts:
         ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR",
                  log_to_driver=False, _node_ip_address="127.0.0.1",
                  _temp_dir=str(CACHE / "ray"))
         try:
-            for rep in range(a.repeat + 1):  # the first run starts and warms every worker
+            with tempfile.TemporaryDirectory(dir=CACHE) as d:  # start + warm every worker
+                _ray_day(ray, *small[:3], n, Path(d), workers, a.batch_rows)
+            for _ in range(a.repeat):
                 with tempfile.TemporaryDirectory(dir=CACHE) as d:
+                    _reset_peak()
+                    base = _status("VmRSS")
                     t_spool, t_score, res, tasks = _ray_day(
-                        ray, files, market, accounts, a.partitions, Path(d), workers,
-                        a.batch_rows)
-                    if rep:
-                        walls.setdefault(workers, []).append((t_spool, t_score))
-                        mem += [(r[2], rows, spool.read_partition(part).nbytes)
-                                for r, (part, _, rows) in zip(res, tasks, strict=True)]
+                        ray, files, market, accounts, n, Path(d), workers, a.batch_rows)
+                    walls.setdefault(workers, []).append(
+                        (t_spool, t_score, _status("VmHWM") - base))
+                    mem += [(r[2], rows, spool.read_partition(part).nbytes, r[2] - r[3])
+                            for r, (part, _, rows) in zip(res, tasks, strict=True)]
         finally:
             ray.shutdown()
-    (s1, c1), (s2, c2) = ((statistics.median(x[0] for x in walls[w]),
-                           statistics.median(x[1] for x in walls[w])) for w in (1, 2))
-    print(f"Ray, 1 vs 2 workers (wall): spool maps {s1:.2f} s vs {s2:.2f} s, scoring "
-          f"{c1:.2f} s vs {c2:.2f} s → parallel efficiency: scoring "
-          f"{100 * c1 / (2 * c2):.0f}%, end to end {100 * (s1 + c1) / (2 * (s2 + c2)):.0f}% "
-          f"({n_events / (s2 + c2) / 2:,.0f} events/s per core at 2 workers)")
-    peak, rows, size = max(mem)
-    ratio = max(m[0] / max(m[2], 1) for m in mem if m[1] > 100_000) if any(
-        m[1] > 100_000 for m in mem) else float("nan")
-    print(f"memory: worst task peak RSS above the worker's resting RSS +{peak / 2**20:.0f} MiB "
+    med_w = {w: tuple(statistics.median(x[i] for x in walls[w]) for i in range(3))
+             for w in counts}
+    for w in counts:
+        sp, sc, drv = med_w[w]
+        print(f"Ray, {w} CPU(s) (wall): spool maps {sp:.2f} s + scoring {sc:.2f} s = "
+              f"{sp + sc:.2f} s → {n_events / (sp + sc) / w:,.0f} events/s per core; driver "
+              f"peak +{drv / 2**20:.0f} MiB; {len(tasks)} tasks")
+    if len(counts) > 1:
+        (s1, c1, _), (s2, c2, _) = med_w[counts[0]], med_w[counts[-1]]
+        k = counts[-1] / counts[0]
+        print(f"parallel efficiency {counts[0]} → {counts[-1]} CPUs: scoring "
+              f"{100 * c1 / (k * c2):.0f}%, end to end {100 * (s1 + c1) / (k * (s2 + c2)):.0f}%")
+    peak, rows, size, private = max(mem)
+    big = [m for m in mem if m[1] > 100_000]
+    ratio = max(m[0] / max(m[2], 1) for m in big) if big else float("nan")
+    pratio = max(m[3] / max(m[2], 1) for m in big) if big else float("nan")
+    largest = max(mem, key=lambda m: m[1])
+    print(f"memory: largest partition {largest[1]:,} rows ({largest[2] / 2**20:.1f} MiB spooled); "
+          f"worst task peak RSS above the worker's resting RSS +{peak / 2**20:.0f} MiB "
           f"({rows:,} rows; {peak / max(size, 1):.2f}× its partition's spooled Arrow size of "
           f"{size / 2**20:.1f} MiB, {peak / max(rows * canon_row, 1):.2f}× the same rows as "
-          f"canonical events); max ratio to the spooled size over tasks ≥ 100k rows {ratio:.2f}×")
+          f"canonical events), of which +{(peak - private) / 2**20:.0f} MiB are pages of the "
+          f"day's market tapes in Ray's shared object store; without them "
+          f"+{private / 2**20:.0f} MiB = {private / max(size, 1):.2f}× spooled. Max ratio over "
+          f"tasks ≥ 100k rows: {ratio:.2f}× with, {pratio:.2f}× without the shared tapes")
 
 
 def _load_avg() -> str:
