@@ -145,15 +145,14 @@ def score_partition(events: pa.Table | str | Path | PartitionRef, detectors: lis
         matrix = det.kernel(batch, g, params[name])
         scores = det.score(matrix)
         n = g.count
-        first = g.idx[g.starts[:-1]] if n else np.zeros(0, np.int64)
-        last = g.idx[g.starts[1:] - 1] if n else np.zeros(0, np.int64)
+        first, last = g.first_rows(), g.last_rows()
         explanation: list[str | None] = [None] * n
         crumbs: list[str | None] = [None] * n
         accounts: list[str | None] = [None] * n
         traders = _names(batch, "trader", g.name_row)
         flagged = np.flatnonzero(scores.score >= floors[name]).tolist()
         for c in range(n) if det.multi_trader else flagged:
-            rows = g.idx[g.starts[c]:g.starts[c + 1]]
+            rows = g.rows(c)
             if det.multi_trader:
                 traders[c] = _joined(batch, "trader", rows)
             if scores.score[c] >= floors[name]:
@@ -170,7 +169,7 @@ def score_partition(events: pa.Table | str | Path | PartitionRef, detectors: lis
             "account": pa.array(accounts, pa.string()),
             "start_ns": pa.array(batch.ts[first], pa.int64()),
             "end_ns": pa.array(batch.ts[last], pa.int64()),
-            "n_events": pa.array(np.diff(g.starts), pa.int64()),
+            "n_events": pa.array(g.sizes(), pa.int64()),
             "score": pa.array(scores.score, pa.int64()),
             "confidence": pa.array(scores.confidence, pa.float64()),
         }

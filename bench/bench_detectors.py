@@ -86,7 +86,7 @@ def day_files(sim: Path, copies: int, per_instrument: int = 1
                 t = t if f == 0 else _renamed(t, ("symbol", "instrument"), f)
                 w.write_table(t.cast(events.schema), row_group_size=ROW_GROUP)
         tmp.rename(path)
-    tapes = pa.concat_tables([market] + [_renamed(market, ("symbol",), f)
+    tapes = pa.concat_tables([market] + [_renamed(market, ("symbol",), f).cast(market.schema)
                                          for f in range(1, families)])
     return [path], tapes, pa.concat_tables(refs), events.num_rows * copies
 

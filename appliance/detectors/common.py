@@ -312,6 +312,20 @@ class Grouping:
     def count(self) -> int:
         return int(self.starts.shape[0] - 1)
 
+    def rows(self, c: int) -> np.ndarray:
+        """Cluster ``c``'s rows in time order."""
+        return self.idx[self.starts[c]:self.starts[c + 1]]
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def first_rows(self) -> np.ndarray:
+        """Each cluster's first row in time order."""
+        return self.idx[self.starts[:-1]] if self.count else np.zeros(0, np.int64)
+
+    def last_rows(self) -> np.ndarray:
+        return self.idx[self.starts[1:] - 1] if self.count else np.zeros(0, np.int64)
+
     @classmethod
     def empty(cls) -> Grouping:
         return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))

@@ -51,32 +51,66 @@ FEATURES: tuple[Feature, ...] = (
 
 @dataclass(frozen=True)
 class ClientGrouping(Grouping):
+    """Clusters "client order × house trader" without copying their rows: cluster ``c`` is
+    client order ``parent[c]`` (rows ``p_idx[p_starts[p]:p_starts[p + 1]]``) plus the house
+    trader's rows ``horder[hs[c]:he[c]]``, both in time order. ``idx`` stays empty and
+    ``starts`` holds the cumulative cluster sizes, so memory grows with the number of clusters,
+    not with their (overlapping) rows."""
+
     t0: np.ndarray | None = None
     t1: np.ndarray | None = None
+    parent: np.ndarray | None = None
+    p_idx: np.ndarray | None = None
+    p_starts: np.ndarray | None = None
+    horder: np.ndarray | None = None
+    hs: np.ndarray | None = None
+    he: np.ndarray | None = None
+    ts: np.ndarray | None = None
+
+    def rows(self, c: int) -> np.ndarray:
+        p = self.parent[c]
+        both = np.concatenate((self.p_idx[self.p_starts[p]:self.p_starts[p + 1]],
+                               self.horder[self.hs[c]:self.he[c]]))
+        return both[np.lexsort((both, self.ts[both]))]
+
+    def _ends(self, last: bool) -> np.ndarray:
+        if self.count == 0:
+            return np.zeros(0, np.int64)
+        client = self.p_idx[self.p_starts[self.parent + 1] - 1 if last
+                            else self.p_starts[self.parent]]
+        house = self.horder[self.he - 1 if last else self.hs]
+        tc, th = self.ts[client], self.ts[house]
+        client_first = (tc < th) | ((tc == th) & (client < house))
+        return np.where(client_first != last, client, house)
+
+    def first_rows(self) -> np.ndarray:
+        return self._ends(False)
+
+    def last_rows(self) -> np.ndarray:
+        return self._ends(True)
 
 
 @njit(cache=True)
-def front_kernel(idx, starts, ts, event, rside, aggr, fill, xprice, acct_type, bid, ask, tick,
-                 t0s, t1s):  # pragma: no cover - numba
-    nc = starts.shape[0] - 1
+def front_kernel(parent, p_idx, p_starts, horder, hs, he, ts, event, rside, aggr, fill,
+                 xprice, bid, ask, tick, t0s, t1s):  # pragma: no cover - numba
+    """Per cluster: the client order's rows (time order), then the house trader's rows."""
+    nc = parent.shape[0]
     out = np.full((nc, 14), np.nan)
     for c in range(nc):
-        a, b = starts[c], starts[c + 1]
         t0, t1 = t0s[c], t1s[c]
         cnet = 0.0
         cq = 0.0
         m0 = np.nan
         m1 = np.nan
-        for j in range(a, b):
-            i = idx[j]
-            if acct_type[i] == 1:
-                m = (bid[i] + ask[i]) / 2
-                if np.isnan(m0):
-                    m0 = m
-                m1 = m
-                if event[i] == FILL:
-                    cq += fill[i]
-                    cnet += fill[i] if rside[i] == 0 else -fill[i]
+        for j in range(p_starts[parent[c]], p_starts[parent[c] + 1]):
+            i = p_idx[j]
+            m = (bid[i] + ask[i]) / 2
+            if np.isnan(m0):
+                m0 = m
+            m1 = m
+            if event[i] == FILL:
+                cq += fill[i]
+                cnet += fill[i] if rside[i] == 0 else -fill[i]
         cs = 0 if cnet >= 0 else 1
         d = 1.0 if cs == 0 else -1.0
         n = 0
@@ -89,10 +123,8 @@ def front_kernel(idx, starts, ts, event, rside, aggr, fill, xprice, acct_type, b
         agg = 0.0
         pre = 0.0
         tk = np.nan
-        for j in range(a, b):
-            i = idx[j]
-            if acct_type[i] == 1:
-                continue
+        for j in range(hs[c], he[c]):
+            i = horder[j]
             n += 1
             tk = tick[i]
             if event[i] != FILL:
@@ -131,6 +163,12 @@ def front_kernel(idx, starts, ts, event, rside, aggr, fill, xprice, acct_type, b
     return out
 
 
+def _empty() -> ClientGrouping:
+    z = np.zeros(0, np.int64)
+    return ClientGrouping(z, np.zeros(1, np.int64), z, z, z, z, z, np.zeros(1, np.int64), z, z,
+                          z, z)
+
+
 class FrontRunning(RulesDetector):
     name: ClassVar[str] = "front_running"
     model_version: ClassVar[str] = "front_running-rules-1"
@@ -141,11 +179,8 @@ class FrontRunning(RulesDetector):
 
     def group(self, batch: Batch, info, params) -> Grouping:
         client = np.flatnonzero(batch.acct_type == 1)
-        empty = ClientGrouping(np.zeros(0, np.int64), np.zeros(1, np.int64),
-                               np.zeros(0, np.int64), np.zeros(0, np.int64),
-                               np.zeros(0, np.int64))
         if client.size == 0:
-            return empty
+            return _empty()
         gap = int(params.get("parent_gap_seconds", 30.0) * 1e9)
         lead = int(params.get("lead_seconds", 60.0) * 1e9)
         unwind = int(params.get("unwind_seconds", 300.0) * 1e9)
@@ -168,7 +203,7 @@ class FrontRunning(RulesDetector):
         f_ts, f_side = batch.ts[f_rows], batch.rside[f_rows]
         inst = batch.codes["instrument"]
         g_inst = np.array([inst[g[0]] for g in groups], np.int64)
-        idx, starts, names, t0s, t1s = [], [0], [], [], []
+        parent, hs, he, t0s, t1s = [], [], [], [], []
         for p in range(parents.count):
             rows = parents.idx[parents.starts[p]:parents.starts[p + 1]]
             t0, t1 = int(batch.ts[rows[0]]), int(batch.ts[rows[-1]])
@@ -178,23 +213,20 @@ class FrontRunning(RulesDetector):
             lo, hi = np.searchsorted(f_ts, t0, "left"), np.searchsorted(f_ts, t1, "right")
             hit = np.unique(f_gid[lo:hi][f_side[lo:hi] == side])
             for k in hit[g_inst[hit] == inst[rows[0]]].tolist():
-                g = groups[k]
-                t = batch.ts[g]
-                wlo = np.searchsorted(t, t0 - lead, side="left")
-                whi = np.searchsorted(t, t1 + unwind, side="right")
-                mine = g[wlo:whi]
-                both = np.concatenate((rows, mine))
-                both = both[np.lexsort((both, batch.ts[both]))]
-                idx.append(both)
-                starts.append(starts[-1] + both.size)
-                names.append(mine[0])
+                t = batch.ts[groups[k]]
+                parent.append(p)
+                hs.append(bounds[k] + np.searchsorted(t, t0 - lead, side="left"))
+                he.append(bounds[k] + np.searchsorted(t, t1 + unwind, side="right"))
                 t0s.append(t0)
                 t1s.append(t1)
-        if not idx:
-            return empty
-        return ClientGrouping(np.concatenate(idx).astype(np.int64), np.array(starts, np.int64),
-                              np.array(names, np.int64), np.array(t0s, np.int64),
-                              np.array(t1s, np.int64))
+        if not parent:
+            return _empty()
+        ints = lambda x: np.array(x, np.int64)  # noqa: E731
+        parent_, hs_, he_ = ints(parent), ints(hs), ints(he)
+        sizes = np.diff(parents.starts)[parent_] + (he_ - hs_)
+        return ClientGrouping(np.zeros(0, np.int64), np.concatenate(([0], np.cumsum(sizes))),
+                              horder[hs_], ints(t0s), ints(t1s), parent_, parents.idx,
+                              parents.starts, horder, hs_, he_, batch.ts)
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if not isinstance(g, ClientGrouping):
@@ -202,9 +234,9 @@ class FrontRunning(RulesDetector):
         if g.count == 0:
             return np.zeros((0, len(FEATURES)))
         x = batch.ctx
-        return front_kernel(g.idx, g.starts, batch.ts, batch.event, batch.rside, batch.aggr,
-                            batch.fill, batch.exec_price, batch.acct_type, x["ctx_bid"],
-                            x["ctx_ask"], x["ctx_tick"], g.t0, g.t1)
+        return front_kernel(g.parent, g.p_idx, g.p_starts, g.horder, g.hs, g.he, batch.ts,
+                            batch.event, batch.rside, batch.aggr, batch.fill, batch.exec_price,
+                            x["ctx_bid"], x["ctx_ask"], x["ctx_tick"], g.t0, g.t1)
 
     def rules(self, m):
         f = lambda n, nan=0.0: col(m, FEATURES, n, nan)  # noqa: E731
