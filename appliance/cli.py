@@ -153,7 +153,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import getpass
 
     from appliance import store
-    from appliance.ingest import ingest_file
+    from appliance.ingest import ingest_files
 
     if args.follow or args.once:
         return _ingest_tee(args)
@@ -164,9 +164,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     say = _reporter(args, cfg)
     con = store.connect(cfg.store_path)
     reports = []
-    for name in args.files:
-        report = ingest_file(cfg, con, Path(name), args.format, getpass.getuser(),
-                             mapping=args.mapping)
+    # large files are read in chunks (Ray tasks above ingest.inprocess_max_bytes): docs/cli.md
+    for name, report in zip(args.files, ingest_files(
+            cfg, con, [Path(n) for n in args.files], args.format, getpass.getuser(),
+            mapping=args.mapping), strict=True):
         say("file_ingested" if report.status == "ingested" else "file_skipped",
             {"path": name, "status": report.status, "rows": report.rows,
              "accepted": report.accepted, "quarantined": report.quarantined})

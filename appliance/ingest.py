@@ -29,7 +29,7 @@ from appliance.config import Config
 from appliance.schema import QUARANTINE
 from appliance.timefmt import now_iso
 from connectors import get_connector
-from connectors.base import InputRefused
+from connectors.base import InputRefused, ReadResult
 
 
 @dataclass
@@ -59,10 +59,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: rows per Parquet row group: the unit of work of the scoring run's parallel spool
+ROW_GROUP_ROWS = 1 << 17
+
+
 def _write_parquet(table: pa.Table, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, dest)
@@ -114,70 +118,360 @@ def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected,
     return pa.concat_tables(parts), reasons
 
 
+#: Formats read in chunks when a file is larger than ``ingest.chunk_bytes``. ``vendor`` and
+#: ``lobster`` are read whole: a vendor mapping may skip lines, detect a header and deduplicate
+#: identical lines over the whole file; a LOBSTER message file is read together with its
+#: order-book sibling line by line.
+CHUNKED = frozenset({"csv", "md-csv", "fix", "cat-json"})
+#: Chunked formats whose records depend on earlier records (order chains, duplicates): their
+#: chunks are read in order, each with the state (``carry``) the previous one left.
+STATEFUL = frozenset({"fix", "cat-json"})
+
+
 def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: str,
-                mapping: str | None = None) -> FileReport:
+                mapping: str | None = None, *, ray_module=None) -> FileReport:
     """Ingest one file (a no-op when its content was ingested before).
 
-    ``mapping`` is passed to connectors described by a mapping file (``vendor``).
+    ``mapping`` is passed to connectors described by a mapping file (``vendor``). A file larger
+    than ``ingest.chunk_bytes`` of a format in ``CHUNKED`` is read in chunks of complete lines
+    (memory bounded by the chunk size); with ``ray_module`` the chunks are Ray tasks.
     """
-    connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
-    if not path.is_file():
-        raise InputRefused(path, "file", "not found or not a regular file",
-                           "check the path and permissions")
-    sha = file_sha256(path)
-    fid = sha[:16]
-    report = FileReport(str(path), fid, fmt, "ingested")
-    known = list(store.rows(con, "SELECT * FROM files WHERE sha256 = ?", (sha,)))
-    if known:
-        prior = known[0]
-        report.status = "already_ingested"
-        for key in ("rows", "accepted", "quarantined", "ignored"):
-            setattr(report, key, prior[key])
-        report.reasons = json.loads(prior["reasons"])
-        return report
+    return ingest_files(cfg, con, [path], fmt, user, mapping, ray_module=ray_module)[0]
 
-    result = connector.read(path, fid)
-    written = _clean_and_write(cfg, con, connector, result, report, path,
-                               lambda: (path.read_bytes(), 0))
-    _record(con, report, sha, str(path.resolve()), path.stat().st_size, connector.kind, written,
-            user, {"path": str(path), "format": fmt, "rows": report.rows})
-    return report
+
+def ingest_files(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str, user: str,
+                 mapping: str | None = None, *, mode: str | None = None,
+                 ray_module=None) -> list[FileReport]:
+    """Ingest several files of one format; chunks run as Ray tasks in ``ray`` mode (``auto``:
+    when the files hold more than ``ingest.inprocess_max_bytes``), else in this process. The
+    results do not depend on the mode or the chunk size."""
+    connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
+    for path in paths:
+        if not path.is_file():
+            raise InputRefused(path, "file", "not found or not a regular file",
+                               "check the path and permissions")
+    chunk = int(cfg.get("ingest.chunk_bytes"))
+    mode = mode or cfg.get("ingest.mode")
+    if mode == "auto":
+        total = sum(p.stat().st_size for p in paths if fmt in CHUNKED)
+        mode = "ray" if total > int(cfg.get("ingest.inprocess_max_bytes")) else "inprocess"
+    if ray_module is None and mode == "ray" and fmt in CHUNKED:
+        from appliance.pipeline import ray_session
+
+        with ray_session(cfg) as ray:
+            return ingest_files(cfg, con, paths, fmt, user, mapping, mode="ray", ray_module=ray)
+    ctx = CleanContext(traders=reference.current(con, "traders"),
+                       symbology=reference.current(con, "symbology"))
+    reports: list[FileReport] = []
+    for path in paths:
+        plan = _plan(path, fmt, chunk)
+        report = FileReport(str(path), plan.fid, fmt, "ingested")
+        known = list(store.rows(con, "SELECT * FROM files WHERE sha256 = ?", (plan.sha,)))
+        if known:
+            prior = known[0]
+            report.status = "already_ingested"
+            for key in ("rows", "accepted", "quarantined", "ignored"):
+                setattr(report, key, prior[key])
+            report.reasons = json.loads(prior["reasons"])
+        elif fmt not in CHUNKED or len(plan.ranges) <= 1:
+            result = connector.read(path, plan.fid)
+            written = _clean_and_write(cfg, con, connector, result, report, path,
+                                       lambda p=path: (p.read_bytes(), 0))
+            _record(con, report, plan.sha, str(path.resolve()), plan.size, connector.kind,
+                    written, user, {"path": str(path), "format": fmt, "rows": report.rows})
+        else:
+            _ingest_chunked(cfg, con, connector, plan, report, ctx, user, ray_module)
+        reports.append(report)
+    return reports
+
+
+@dataclass
+class _Plan:
+    path: Path
+    fmt: str
+    sha: str
+    fid: str
+    size: int
+    chunk_bytes: int
+    ranges: list[tuple[int, int, int]]  # (start, end, first line) of each chunk
+    preamble: bytes  # the header (CSV) parsed in front of every chunk but the first
+
+
+def _line_ends(data: bytes, fmt: str) -> int:
+    """Lines ended in ``data`` as the format's scanner counts them (FIX: a lone CR too)."""
+    n = data.count(b"\n")
+    if fmt == "fix":
+        n += data.count(b"\r") - data.count(b"\r\n")
+    return n
+
+
+def _plan(path: Path, fmt: str, chunk_bytes: int) -> _Plan:
+    """One streaming pass: the file's SHA-256 and its chunks of complete lines (the tee's
+    ``complete_lines``), with the first line number of each. Memory: one chunk."""
+    from appliance.tee import HEADER_FORMATS, _first_record_split, _Plain, complete_lines
+
+    digest = hashlib.sha256()
+    ranges: list[tuple[int, int, int]] = []
+    preamble = b""
+    reader = _Plain(path)
+    try:
+        start, line = 0, 1
+        while (data := complete_lines(reader, start, chunk_bytes, at_eof=True)) is not None:
+            digest.update(data)
+            if not ranges and fmt in HEADER_FORMATS:
+                preamble = _first_record_split(data, True)[0] or b""
+            ranges.append((start, start + len(data), line))
+            start += len(data)
+            line += _line_ends(data, fmt)
+    finally:
+        reader.close()
+    sha = digest.hexdigest()
+    if fmt in HEADER_FORMATS and not preamble and len(ranges) > 1:
+        ranges = [(0, start, 1)]  # no header in the first chunk: read the file whole
+    return _Plan(path, fmt, sha, sha[:16], start, chunk_bytes, ranges, preamble)
+
+
+@dataclass
+class _ChunkOut:
+    """What one chunk left behind: its part files and its share of the report."""
+
+    index: int
+    rows: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    ignored: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    dates: dict[str, int] = field(default_factory=dict)  # trade date -> rows in its part
+    quarantine: bool = False
+
+
+def _parts_dir(cfg: Config, fid: str) -> Path:
+    return cfg.data_dir / "tmp" / "parts" / fid
+
+
+def _part(cfg: Config, fid: str, what: str, k: int) -> Path:
+    """Deterministic part names (a retry after a crash rewrites the same ones)."""
+    return _parts_dir(cfg, fid) / f"{what}-{k:06d}.parquet"
+
+
+def read_range(connector, data: bytes, *, path: Path, fid: str, start: int, first_line: int,
+               preamble: bytes | None, tmp_dir: Path, **kwargs) -> ReadResult:
+    """Read ``data``, the complete lines [start, start + len(data)) of ``path`` (whose line
+    ``first_line`` starts at ``start``), as file ``fid``; ``preamble`` (a CSV header line) is
+    parsed in front of them when they do not begin the file, and not counted. Provenance is
+    relative to ``path``. ``kwargs`` go to ``connector.read`` (``carry``, ``tail_limit``)."""
+    prefix = preamble or b""
+    tmp = tmp_dir / f"{fid}-{start}-{os.getpid()}.lines"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if prefix:  # what the preamble alone counts (blank or header lines): not this range's
+            tmp.write_bytes(prefix)
+            alone = connector.read(tmp, fid)
+            if alone.accepted or alone.quarantined:
+                raise InputRefused(path, f"bytes {start}-{start + len(data)}",
+                                   "the header line parses as a record")
+        with open(tmp, "wb") as fh:
+            fh.write(prefix)
+            fh.write(data)
+        try:
+            result = connector.read(tmp, fid, **kwargs)
+        except InputRefused as exc:
+            raise InputRefused(path, f"bytes {start}-{start + len(data)}: {exc.where}",
+                               exc.reason, exc.hint) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    if prefix:
+        result.rows -= alone.rows
+        result.ignored -= alone.ignored
+        if hasattr(result, "consumed"):
+            result.consumed -= len(prefix)  # type: ignore[attr-defined]
+    shift_off = start - len(prefix)
+    shift_line = first_line - 1 - _line_ends(prefix, connector.name)
+    result.events = _shift(result.events, shift_off, shift_line)
+    result.quarantine = _shift(result.quarantine, shift_off, shift_line, path)
+    return result
+
+
+def _chunk_work(cfg: Config, connector, path: Path, fid: str, k: int, data: bytes, start: int,
+                first_line: int, preamble: bytes | None, ctx: CleanContext,
+                **kwargs) -> tuple[_ChunkOut, ReadResult]:
+    """Parse, clean and write one chunk's part files."""
+    result = read_range(connector, data, path=path, fid=fid, start=start,
+                        first_line=first_line, preamble=preamble,
+                        tmp_dir=cfg.data_dir / "tmp", **kwargs)
+    kept, rejected = apply_steps(result.events, connector.kind, ctx)
+    clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected,
+                                            lambda: (data, start))
+    quarantine = pa.concat_tables([result.quarantine, clean_q])
+    out = _ChunkOut(k, result.rows, kept.num_rows, quarantine.num_rows, result.ignored,
+                    result.reasons + clean_reasons)
+    if out.accepted + out.quarantined + out.ignored != out.rows:
+        raise AssertionError(f"{path}: record balance broken in chunk {k}: {out}")
+    kept = kept.sort_by([("ts", "ascending"), ("line", "ascending")])
+    dates = _trade_dates(kept.column("ts"), cfg.get("ingest.trade_date_tz"))
+    for day in sorted(pc.unique(dates).to_pylist()):
+        part = kept.filter(pc.equal(dates, day))
+        _write_parquet(part, _part(cfg, fid, f"events-{day}", k))
+        out.dates[day] = part.num_rows
+    if quarantine.num_rows:
+        _write_parquet(quarantine.sort_by([("offset", "ascending")]),
+                       _part(cfg, fid, "quarantine", k))
+        out.quarantine = True
+    return out, result
+
+
+def _read_slice(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start)
+
+
+def _run_chunk(cfg: Config, fmt: str, mapping, plan: _Plan, k: int,
+               ctx: CleanContext) -> _ChunkOut:
+    """One chunk of a stateless format (a Ray task, or called in-process)."""
+    connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
+    start, end, line = plan.ranges[k]
+    data = _read_slice(plan.path, start, end)
+    return _chunk_work(cfg, connector, plan.path, plan.fid, k, data, start, line,
+                       plan.preamble if k else None, ctx)[0]
+
+
+def _run_stateful(cfg: Config, fmt: str, plan: _Plan, ctx: CleanContext) -> list[_ChunkOut]:
+    """Every chunk of a stateful format, in order, each with the previous one's carry. A FIX
+    chunk may stop early (``tail_limit``) so that a request and its answer share a chunk."""
+    from appliance.tee import _Plain, complete_lines
+
+    connector = get_connector(fmt)
+    carry: Any = _empty_carry(fmt)
+    outs: list[_ChunkOut] = []
+    reader = _Plain(plan.path)
+    try:
+        start, line, k = 0, 1, 0
+        while (data := complete_lines(reader, start, plan.chunk_bytes, at_eof=True)) is not None:
+            last = start + len(data) >= plan.size
+            extra = {"tail_limit": plan.chunk_bytes // 2} if fmt == "fix" and not last else {}
+            out, result = _chunk_work(cfg, connector, plan.path, plan.fid, k, data, start, line,
+                                      None, ctx, carry=carry, **extra)
+            carry = result.carry  # type: ignore[attr-defined]
+            used = getattr(result, "consumed", len(data))
+            outs.append(out)
+            line += _line_ends(data[:used], fmt)
+            start += used
+            k += 1
+    finally:
+        reader.close()
+    return outs
+
+
+def _empty_carry(fmt: str) -> Any:
+    if fmt == "fix":
+        from connectors.fix import FixCarry
+
+        return FixCarry.empty()
+    return {}
+
+
+def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
+                    report: FileReport, ctx: CleanContext, user: str, ray_module) -> None:
+    """Chunks → part files (in-process or Ray tasks) → one Parquet file per trade date and one
+    quarantine file, merged part by part (bounded memory) → one store transaction."""
+    import shutil
+
+    fmt, mapping = plan.fmt, getattr(connector, "mapping", None)
+    shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)  # a crashed attempt's parts
+    if fmt in STATEFUL:
+        if ray_module is not None:
+            task = ray_module.remote(_run_stateful)
+            outs = ray_module.get(task.remote(cfg, fmt, plan, ctx))
+        else:
+            outs = _run_stateful(cfg, fmt, plan, ctx)
+    elif ray_module is not None:
+        task = ray_module.remote(_run_chunk)
+        ctx_ref = ray_module.put(ctx)
+        limit = max(1, int(ray_module.cluster_resources().get("CPU", 1)))
+        pending, outs = [], []
+        for k in range(len(plan.ranges)):  # at most one chunk per CPU in flight
+            if len(pending) >= limit:
+                done, pending = ray_module.wait(pending, num_returns=1)
+                outs.extend(ray_module.get(done))
+            pending.append(task.remote(cfg, fmt, mapping, plan, k, ctx_ref))
+        outs.extend(ray_module.get(pending))
+    else:
+        outs = [_run_chunk(cfg, fmt, mapping, plan, k, ctx) for k in range(len(plan.ranges))]
+    outs.sort(key=lambda o: o.index)
+    reasons: Counter[str] = Counter()
+    for o in outs:
+        report.rows += o.rows
+        report.accepted += o.accepted
+        report.quarantined += o.quarantined
+        report.ignored += o.ignored
+        reasons.update(o.reasons)
+        for day, n in o.dates.items():
+            report.trade_dates[day] = report.trade_dates.get(day, 0) + n
+    report.reasons = dict(sorted(reasons.items()))
+    report.trade_dates = dict(sorted(report.trade_dates.items()))
+    if report.accepted + report.quarantined + report.ignored != report.rows:
+        raise AssertionError(f"{plan.path}: record balance broken: {report}")
+    written: list[tuple[str, int, str]] = []
+    for day, n in report.trade_dates.items():
+        rel = f"events/{connector.kind}/trade_date={day}/{plan.fid}.parquet"
+        _merge_parts([_part(cfg, plan.fid, f"events-{day}", o.index) for o in outs
+                      if day in o.dates], cfg.data_dir / rel)
+        written.append((day, n, rel))
+    if report.quarantined:
+        _merge_parts([_part(cfg, plan.fid, "quarantine", o.index) for o in outs
+                      if o.quarantine], cfg.data_dir / f"quarantine/{plan.fid}.parquet")
+    _record(con, report, plan.sha, str(plan.path.resolve()), plan.size, connector.kind,
+            written, user, {"path": str(plan.path), "format": fmt, "rows": report.rows,
+                            "chunks": len(outs)})
+    shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)
+
+
+def _merge_parts(parts: list[Path], dest: Path) -> None:
+    """Concatenate part files into ``dest`` one part at a time (temporary name, fsync, rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    writer = None
+    try:
+        for part in parts:
+            table = pq.read_table(part)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
 
 
 def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, fmt: str,
                  fid: str, sha: str, start: int, first_line: int, header: bytes | None,
                  user: str, audit_detail: dict[str, Any],
-                 record: Callable[[apsw.Connection], None]) -> FileReport:
+                 record: Callable[[apsw.Connection], None], carry: Any = None,
+                 carry_path: Path | None = None) -> FileReport:
     """Ingest ``data``, the complete lines [start, start + len(data)) of ``path``, as file ``fid``.
 
     Provenance stays relative to the original file: ``offset`` += start and ``line`` +=
     first_line - 1. ``header`` (a CSV header line, with its newline) is parsed in front of the
     lines when the range does not begin with it. The Parquet names depend on ``fid`` only, so a
     retry after a crash rewrites them; ``record(con)`` runs inside the store transaction that
-    records the range (the tee's progress row).
+    records the range (the tee's progress row). With ``carry`` (a stateful format's state after
+    the earlier ranges) the state after this range is ``report.carry``; its delta (``FixCarry``)
+    is written durably to ``carry_path`` before the store transaction, like the Parquet files.
     """
     connector = get_connector(fmt)
     report = FileReport(str(path), fid, fmt, "ingested")
-    tmp = cfg.data_dir / "tmp" / f"{fid}.lines"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    prefix = header or b""
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(prefix)
-            fh.write(data)
-        try:
-            result = connector.read(tmp, fid)
-        except InputRefused as exc:
-            raise InputRefused(path, f"bytes {start}-{start + len(data)}: {exc.where}",
-                               exc.reason, exc.hint) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    shift_off, shift_line = start - len(prefix), first_line - 1 - (1 if header else 0)
-    result.events = _shift(result.events, shift_off, shift_line)
-    result.quarantine = _shift(result.quarantine, shift_off, shift_line, path)
+    kwargs = {"carry": carry} if carry is not None else {}
+    result = read_range(connector, data, path=path, fid=fid, start=start, first_line=first_line,
+                        preamble=header, tmp_dir=cfg.data_dir / "tmp", **kwargs)
     written = _clean_and_write(cfg, con, connector, result, report, path, lambda: (data, start))
+    if carry_path is not None:
+        _write_parquet(result.carry.delta, carry_path)  # type: ignore[attr-defined]
     _record(con, report, sha, str(path), len(data), connector.kind, written, user,
             {"path": str(path), "format": fmt, "rows": report.rows, **audit_detail}, record)
+    report.carry = getattr(result, "carry", None)  # type: ignore[attr-defined]
     return report
 
 

@@ -217,6 +217,25 @@ def _first_record_split(data: bytes, with_header: bool) -> tuple[bytes | None, b
     return header, False
 
 
+def complete_lines(reader, start: int, chunk_bytes: int, *, at_eof: bool = False) -> bytes | None:
+    """The complete lines from ``start``: at most ``chunk_bytes`` unless a single line is longer
+    (then that line whole). None when no complete line is there yet, except with ``at_eof`` (a
+    finished file, not a followed one), where an unterminated last line counts as complete.
+    ``reader`` has ``read(offset, n)`` (``_Plain``, ``_Gzip``). Shared by the tee and by
+    ``appliance.ingest`` (large files in chunks)."""
+    n = chunk_bytes
+    while True:
+        data = reader.read(start, n)
+        cut = data.rfind(b"\n")
+        if len(data) < n and at_eof:
+            return data or None  # the rest of the file
+        if cut >= 0:
+            return data[:cut + 1]
+        if len(data) < n:
+            return None  # a partial last line: wait for its newline
+        n *= 2  # a line longer than chunk_bytes: read on to its newline
+
+
 class Tee:
     """The follower's state across passes (in memory only; the truth is in the store)."""
 
@@ -228,6 +247,7 @@ class Tee:
         self.settled: dict[str, tuple] = {}  # path -> stat key of a file with nothing left
         self.warned: set[str] = set()
         self.stats: Counter[str] = Counter()
+        self.carries: dict[str, Any] = {}  # stream -> FixCarry (FIX chains across chunks)
 
     def files(self) -> list[tuple[Path, Source]]:
         """Followed files: plain ones first (oldest first), then gzipped ones."""
@@ -313,16 +333,9 @@ class Tee:
                 return True
         while not stop():
             start = stream.end if stream else 0
-            data = reader.read(start, self.chunk_bytes)
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if len(data) < self.chunk_bytes:
-                    return True  # nothing new, or a partial last line: wait for its newline
-                data = self._long_line(reader, start)
-                if data is None:
-                    return True
-            else:
-                data = data[:cut + 1]
+            data = complete_lines(reader, start, self.chunk_bytes)
+            if data is None:
+                return True  # nothing new, or a partial last line: wait for its newline
             header = stream.header if stream else None
             if stream is None:
                 header, ok = _first_record_split(data, src.format in HEADER_FORMATS)
@@ -359,18 +372,6 @@ class Tee:
                 raise
             streams[stream.stream] = stream
         return False
-
-    def _long_line(self, reader, start: int) -> bytes | None:
-        """A line longer than chunk_bytes: read on to its newline (None while it is partial)."""
-        n = self.chunk_bytes
-        while True:
-            n *= 2
-            data = reader.read(start, n)
-            cut = data.rfind(b"\n")
-            if cut >= 0:
-                return data[:cut + 1]
-            if len(data) < n:
-                return None
 
     def _commit(self, reader, path: Path, src: Source, stream: Stream | None, start: int,
                 data: bytes, header: bytes | None, fp: bytes) -> Stream:
@@ -412,12 +413,18 @@ class Tee:
                  first_line, end_line, chunk_sha, new.fp_len, new.fp_sha, new.tail_len,
                  new.tail_sha, now))  # fmt: skip
 
+        carry = {}
+        if src.format in CARRY_FORMATS:
+            carry = {"carry": self._carry(sid, stream is None),
+                     "carry_path": carry_file(self.cfg, fid)}
         report = ingest_range(
             self.cfg, self.con, data=data, path=path, fmt=src.format, fid=fid, sha=ident,
             start=start, first_line=first_line, header=header if start > 0 else None,
             user=self.user, audit_detail={"stream": sid, "start": start, "end": end,
                                           "chunk_sha256": chunk_sha},
-            record=record)  # fmt: skip
+            record=record, **carry)  # fmt: skip
+        if carry:
+            self.carries[sid] = report.carry  # type: ignore[attr-defined]
         for k in ("rows", "accepted", "quarantined", "ignored"):
             self.stats[k] += getattr(report, k)
         self.stats["chunks"] += 1
@@ -425,6 +432,34 @@ class Tee:
                                     "rows": report.rows, "accepted": report.accepted,
                                     "quarantined": report.quarantined})
         return new
+
+
+    def _carry(self, sid: str, new: bool):
+        """The FIX chain state after the stream's committed chunks: replayed once from the
+        per-chunk deltas (``carry_file``), then kept in memory."""
+        from connectors.fix import FixCarry
+
+        if new:
+            return FixCarry.empty()
+        if sid not in self.carries:
+            fids = [r[0] for r in self.con.execute(
+                "SELECT file_id FROM tee_progress WHERE stream = ? ORDER BY progress_id", (sid,))]
+            import pyarrow.parquet as pq
+
+            deltas = [pq.read_table(f) for f in map(lambda x: carry_file(self.cfg, x), fids)
+                      if f.exists()]  # chunks committed before chains were carried: none
+            self.carries[sid] = FixCarry.replay(deltas)
+        return self.carries[sid]
+
+
+#: Formats whose chain state is carried from chunk to chunk of a stream (docs/tee.md).
+CARRY_FORMATS = frozenset({"fix"})
+
+
+def carry_file(cfg: Config, fid: str) -> Path:
+    """Where a chunk's FIX chain-state delta lives (written before the chunk's commit; the
+    committed progress rows say which ones count)."""
+    return cfg.data_dir / "tee" / "carry" / f"{fid}.parquet"
 
 
 # --------------------------------------------------------------------------- the loop

@@ -205,7 +205,11 @@ class CatJsonConnector:
     description: ClassVar[str] = "CAT-style NDJSON order events (MENO/MEOM/MEOC/MEOT/...)"
     version: ClassVar[str] = "1"
 
-    def read(self, path: Path, source: str) -> ReadResult:
+    def read(self, path: Path, source: str, carry: dict | None = None) -> ReadResult:
+        """Read ``path``; with ``carry`` (``{}`` for the first chunk of a log, then the previous
+        chunk's ``result.carry``) the file is a chunk of a longer log: orders, cancellations and
+        ``firmROEID``s of earlier chunks are known. Every effect is forward in file order, so a
+        log read in chunks gives the same rows as read whole."""
         data = Path(path).read_bytes()
         lines = scan_lines(data, b"\x00")  # no field splitting: quotes are JSON's business
         rows: list[dict] = []
@@ -213,11 +217,12 @@ class CatJsonConnector:
         line_nos: list[int] = []
         q: list[tuple[int, str, str | None, str]] = []
         ignored = 0
-        root: dict[str, str] = {}  # orderID -> stable order id
-        origin: dict[str, dict] = {}  # stable order id -> its NEW values
-        cancelled: set[str] = set()
-        seen_roe: set[str] = set()
-        seen_raw: set[bytes] = set()
+        state = carry if carry is not None else {}
+        root: dict[str, str] = state.setdefault("root", {})  # orderID -> stable order id
+        origin: dict[str, dict] = state.setdefault("origin", {})  # stable id -> its NEW values
+        cancelled: set[str] = state.setdefault("cancelled", set())
+        seen_roe: set[str] = state.setdefault("seen_roe", set())
+        seen_raw: set[bytes] = state.setdefault("seen_raw", set())
         starts, ends = lines.starts, lines.ends
         for k in range(lines.count):
             a, b = int(starts[k]), int(ends[k])
@@ -268,6 +273,8 @@ class CatJsonConnector:
         quarantine, reasons = self._quarantine(source, path, lines, q)
         result = ReadResult(events=events, quarantine=quarantine, rows=lines.count,
                             ignored=ignored, reasons=reasons)  # fmt: skip
+        if carry is not None:
+            result.carry = state  # type: ignore[attr-defined]
         result.check_balance()
         return result
 

@@ -47,6 +47,7 @@ description, 142 location) and the raw FIX identifiers are returned per event in
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -440,19 +441,19 @@ def _ts_spans(buf, s, e, prefix):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # pragma: no cover
+def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, mroot0, root, req_msg, req_open,
+            by37, cancel_msg, origin, last, seen17):  # pragma: no cover
+    """Stitch the rows in order. The chain state (per code: root, req_msg, req_open, by37,
+    cancel_msg, origin, last; seen17 per ExecID code) is updated in place: it may start from a
+    carried state whose rows are *virtual* (``ok`` False, ``mroot0`` their root), which is how
+    chains continue across chunks (``FixCarry``). ``closed_by[p]`` is the row that closed the
+    request ``p`` (its acknowledgement or refusal), -1 while it is open."""
     n = ok.shape[0]
     action = np.full(n, A_QUAR, np.int8)
     bad_field = np.zeros(n, np.int32)
-    mroot = np.full(n, -1, np.int64)
+    mroot = mroot0.copy()
     link = np.full(n, -1, np.int64)
-    root = np.full(ncodes, -1, np.int64)
-    req_msg = np.full(ncodes, -1, np.int64)
-    req_open = np.zeros(ncodes, np.bool_)
-    by37 = np.full(ncodes, -1, np.int64)
-    cancel_msg = np.full(ncodes, -1, np.int64)
-    origin = np.full(ncodes, -1, np.int64)
-    seen17 = np.zeros(n17, np.bool_)
+    closed_by = np.full(n, -1, np.int64)
     for i in range(n):
         if not ok[i]:
             continue
@@ -466,6 +467,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
             if a >= 0 and req_open[a]:
                 p = req_msg[a]
                 req_open[a] = False
+                closed_by[p] = i
                 action[p] = A_IGNORE
                 r = mroot[p]
                 if mclass[p] == M_F and cancel_msg[r] == p:
@@ -541,6 +543,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
             if p >= 0 and mclass[p] == M_D:
                 act = A_STITCHED
                 req_open[a] = False
+                closed_by[p] = i
             elif r >= 0:
                 act = A_STITCHED
             elif a < 0:
@@ -555,6 +558,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
             if p >= 0 and mclass[p] == M_G:
                 act = A_STITCHED
                 req_open[a] = False
+                closed_by[p] = i
             elif r >= 0:
                 act = A_MODIFY
             else:
@@ -564,6 +568,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
             if p >= 0 and mclass[p] == M_F:
                 act = A_STITCHED
                 req_open[a] = False
+                closed_by[p] = i
             elif r >= 0:
                 if cancel_msg[r] >= 0:
                     act = A_STITCHED
@@ -583,6 +588,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
         elif e == 56:  # 8 Rejected
             if p >= 0 and mclass[p] != M_D:  # a cancel/replace request refused
                 req_open[a] = False
+                closed_by[p] = i
                 action[p] = A_IGNORE
                 if mclass[p] == M_F and cancel_msg[mroot[p]] == p:
                     cancel_msg[mroot[p]] = -1
@@ -590,6 +596,7 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
                 p = -1
             elif p >= 0:
                 req_open[a] = False
+                closed_by[p] = i
                 act = A_REJECT
                 p = -1
             elif r >= 0:
@@ -619,15 +626,14 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, ncodes, n17):  # prag
     # "after the event" for rows that do not carry them, e.g. a cancel request or a 4.4 trade)
     morigin = np.full(n, -1, np.int64)
     mlast = np.full(n, -1, np.int64)
-    last = np.full(ncodes, -1, np.int64)
     for i in range(n):
         r = mroot[i]
-        if r >= 0:
+        if r >= 0 and ok[i]:
             morigin[i] = origin[r]
             if action[i] == A_NEW or action[i] == A_MODIFY:  # noqa: SIM109 (numba)
                 last[r] = i
             mlast[i] = last[r]
-    return action, bad_field, mroot, link, morigin, mlast
+    return action, bad_field, mroot, link, morigin, mlast, closed_by
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,15 +707,26 @@ class FixConnector:
     )
     version: ClassVar[str] = "2"
 
-    def read(self, path: Path, source: str) -> ReadResult:
+    def read(self, path: Path, source: str, carry: FixCarry | None = None,
+             tail_limit: int | None = None) -> ReadResult:
+        """Read ``path``. With ``carry`` (the chain state after the previous chunks of the same
+        log, ``FixCarry.empty()`` for the first) the file is a chunk: references to orders
+        opened in earlier chunks are resolved, and ``result.carry`` is the state after it.
+
+        ``tail_limit`` (only with ``carry``, for a chunk that is not the last): when requests
+        are still unanswered at the end, stop before the first line from which every earlier
+        request has its answer in the chunk, provided at most ``tail_limit`` bytes are left;
+        ``result.consumed`` is then the number of bytes read (the rest is read again with the
+        next chunk), so an acknowledgement or refusal is always stitched to its request.
+        """
         data = Path(path).read_bytes()
         buf = np.frombuffer(data, dtype=np.uint8)
-        rs, re_, rline, rstat, rfield, vs, vl, blanks = _scan_fix(
-            buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX
-        )
+        scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX)
+        return self._read_scan(buf, scan, path, source, carry, tail_limit)
+
+    def _read_scan(self, buf, scan, path, source, carry, tail_limit) -> ReadResult:
+        rs, re_, rline, rstat, rfield, vs, vl, blanks = scan
         n = int(rs.shape[0])
-        sp = _Spans(buf, rs, vs, vl)
-        allrows = np.arange(n)
         q_idx: list[np.ndarray] = []
         q_reason: list[str] = []
         q_field: list[str | None] = []
@@ -728,6 +745,8 @@ class FixConnector:
             for tag in np.unique(rfield[rstat == code]):
                 sel = np.flatnonzero((rstat == code) & (rfield == tag))
                 reject(sel, reason, str(int(tag)) if tag else None, "fix:parse")
+        sp = _Spans(buf, rs, vs, vl)
+        allrows = np.arange(n)
         ok = rstat == OK
         c35 = COL[35]
         mt = _byte_code(buf, *sp.span(c35))
@@ -750,27 +769,45 @@ class FixConnector:
         etrans = _byte_code(buf, *sp.span(COL[20]))
         ignore_et = (etrans != 0) & (etrans != ord("0"))
 
-        # 3. identifiers and stitching
+        # 3. identifiers and stitching (from the carried state of earlier chunks, if any)
         ids = [sp.strings(COL[t], allrows) for t in (11, 41, 37)]
-        (c11, c41, c37), dictionary = _encode(*ids)
-        (c17,), d17 = _encode(sp.strings(COL[17], allrows))
+        ex17 = sp.strings(COL[17], allrows)
+        state = _StitchState.build(ids, ex17, carry, n)
         # stitched in time order: a log written out of order (a report before the acknowledgement
         # it follows) must not orphan the later message; file order among equal times
         perm = self._time_order(buf, sp, n)
+        if state.virtual:  # carried chains: virtual rows after the real ones (see FixCarry)
+            sp = state.spans(buf, rs, vs, vl)
+        ext = state.extend
+        if perm is not None:
+            perm = np.concatenate([perm, np.arange(n, n + state.virtual)])
+        args = [ext(ok, False), ext(mclass, state.vclass), ext(et, 0), ext(ignore_et, False),
+                ext(state.c11, state.vkey), ext(state.c41, -1), ext(state.c37, -1),
+                ext(state.c17, -1), ext(np.full(n, -1, np.int64), state.vroot)]
         if perm is None:
-            action, bad_field, mroot, link, morigin, mlast = _stitch(
-                ok, mclass, et, ignore_et, c11, c41, c37, c17, len(dictionary), len(d17)
-            )
+            outs = _stitch(*args, *state.arrays)
         else:
-            outs = _stitch(ok[perm], mclass[perm], et[perm], ignore_et[perm], c11[perm],
-                           c41[perm], c37[perm], c17[perm], len(dictionary), len(d17))
-            action, bad_field, mroot, link, morigin, mlast = (np.empty_like(x) for x in outs)
-            for dst, src in zip((action, bad_field, mroot, link, morigin, mlast), outs,
-                                strict=True):
+            res = _stitch(*(a[perm] for a in args), *state.arrays)
+            outs = tuple(np.empty_like(x) for x in res)
+            for dst, src in zip(outs, res, strict=True):
                 dst[perm] = src
-            for rows_ in (link, morigin, mlast):  # row numbers back to file order
+            for rows_ in (*outs[3:], *state.row_arrays):  # row numbers back to file order
                 has = rows_ >= 0
                 rows_[has] = perm[rows_[has]]
+        action, bad_field, mroot, link, morigin, mlast, closed_by = outs
+
+        if carry is not None and tail_limit is not None and n:
+            cut = _safe_cut(ext(ok, False)[:n], mclass, action[:n], closed_by[:n], rline)
+            if 0 < cut < n and buf.shape[0] - rs[cut] <= tail_limit:
+                kept_lines = int(rline[cut]) - 1
+                short = (rs[:cut], re_[:cut], rline[:cut], rstat[:cut], rfield[:cut],
+                         vs[:, :cut], vl[:, :cut],
+                         kept_lines - np.unique(rline[:cut]).size)
+                result = self._read_scan(buf[: rs[cut]], short, path, source, carry, None)
+                result.consumed = int(rs[cut])  # type: ignore[attr-defined]
+                return result
+
+        action, bad_field = action[:n], bad_field[:n]
         for act, reason, step in (
             (A_DUP, "duplicate", "fix:stitch"),
             (A_ORPHAN, "orphan_reference", "fix:stitch"),
@@ -783,9 +820,10 @@ class FixConnector:
         ignored = int(blanks) + int(np.isin(action[ok], (A_IGNORE, A_STITCHED)).sum())
 
         # 4. convert event rows
+        full_class = ext(mclass, state.vclass)
         ev = np.flatnonzero(np.isin(action, list(_ACTION_EVENT)))
-        events, extras = self._convert(sp, buf, ev, action, mclass, mroot, morigin, mlast, link,
-                                       dictionary, reject)  # fmt: skip
+        events, extras = self._convert(sp, sp.buf, ev, action, full_class, mroot, morigin, mlast,
+                                       link, state.dictionary, reject)  # fmt: skip
         kept = events.pop("__rows")
         extras_table = pa.table({k: v.filter(pa.array(extras["__keep"])) for k, v in
                                  extras.items() if k != "__keep"})  # fmt: skip
@@ -800,6 +838,9 @@ class FixConnector:
             reasons=reasons,
         )  # fmt: skip
         result.extras = extras_table  # type: ignore[attr-defined]
+        result.consumed = int(buf.shape[0])  # type: ignore[attr-defined]
+        if carry is not None:
+            result.carry = state.carry_out(carry, sp, full_class)  # type: ignore[attr-defined]
         result.check_balance()
         return result
 
@@ -831,7 +872,7 @@ class FixConnector:
         org = np.where(morigin[ev] >= 0, morigin[ev], ev)
         org_req = pa.array(np.isin(mclass[org], (M_D, M_F, M_G)))
         # confirmation of each event row (the last stitched report pointing to it)
-        conf = np.full(len(action), -1, np.int64)
+        conf = np.full(len(mclass), -1, np.int64)
         has = link >= 0
         conf[link[has]] = np.flatnonzero(has)
         evconf = conf[ev]
@@ -983,3 +1024,267 @@ class FixConnector:
             schema=QUARANTINE,
         )
         return table.sort_by([("offset", "ascending")]), reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Chains across chunks (a followed log, a large file read in chunks)
+
+#: The chain state carried from chunk to chunk: one row per ClOrdID/OrderID (kind 0) with what
+#: the stitcher knows about it, one row per ExecID already seen (kind 1).
+CARRY_SCHEMA = pa.schema([
+    ("kind", pa.int8()),
+    ("key", pa.string()),
+    ("root", pa.string()),  # the chain's stable order id
+    ("req_class", pa.int8()),  # M_D / M_F / M_G: a request with this ClOrdID was seen
+    ("req_open", pa.bool_()),  # ... and is not answered yet
+    ("by37", pa.string()),  # the chain this OrderID belongs to
+    ("cancelled", pa.bool_()),  # a root whose order has its CANCEL ...
+    ("cancel_key", pa.string()),  # ... from the F with this ClOrdID (null: from a report)
+    ("origin", pa.bool_()),  # a root: the values every later message inherits
+    ("o_trader", pa.string()),
+    ("o_account", pa.string()),
+    ("o_symbol", pa.string()),
+    ("o_side", pa.string()),
+    ("last", pa.bool_()),  # a root: price and quantity of its latest NEW / MODIFY
+    ("l_price", pa.string()),
+    ("l_qty", pa.string()),
+])  # fmt: skip
+# virtual-row columns holding the carried values (the origin's resolved trader goes to the
+# Parties trader column, which wins over every other trader source)
+_VCOLS = (("o_trader", C_PARTY_TRADER), ("o_account", COL[1]), ("o_symbol", COL[55]),
+          ("o_side", COL[54]), ("l_price", COL[44]), ("l_qty", COL[38]))  # fmt: skip
+
+
+@dataclass
+class FixCarry:
+    """The stitcher's state after some chunks of one log (``table``) and what the last chunk
+    changed (``delta``: the rows to persist; replaying the deltas in order rebuilds ``table``).
+    It grows with the number of orders and executions, not with the bytes read."""
+
+    table: pa.Table
+    delta: pa.Table
+
+    @classmethod
+    def empty(cls) -> FixCarry:
+        return cls(CARRY_SCHEMA.empty_table(), CARRY_SCHEMA.empty_table())
+
+    @classmethod
+    def replay(cls, deltas: list[pa.Table]) -> FixCarry:
+        """The state after the chunks whose deltas are given, in chunk order."""
+        if not deltas:
+            return cls.empty()
+        both = pa.concat_tables([d.cast(CARRY_SCHEMA) for d in deltas])
+        both = both.append_column("__i", pa.array(np.arange(both.num_rows)))
+        latest = both.group_by(["kind", "key"]).aggregate([("__i", "max")])
+        keep = np.sort(latest.column("__i_max").to_numpy())
+        return cls(both.take(pa.array(keep)).drop_columns(["__i"]), CARRY_SCHEMA.empty_table())
+
+    def merged(self, delta: pa.Table) -> FixCarry:
+        ids = delta.filter(pc.equal(delta.column("kind"), 0)).column("key")
+        stale = pc.and_(pc.equal(self.table.column("kind"), 0),
+                        pc.is_in(self.table.column("key"), value_set=ids.combine_chunks()))
+        return FixCarry(pa.concat_tables([self.table.filter(pc.invert(stale)), delta]), delta)
+
+    def relevant(self, ids: list[pa.Array], ex17: pa.Array) -> tuple[pa.Table, pa.Array]:
+        """The carried rows a chunk with these identifiers can touch (its ids, their chains'
+        roots and open cancel requests), and the carried ExecIDs that it repeats."""
+        t = self.table
+        if not t.num_rows:
+            return t, pa.array([], pa.string())
+        kind0 = pc.equal(t.column("kind"), 0)
+        want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
+        sel = pc.and_(kind0, pc.is_in(t.column("key"), value_set=want))
+        roots = pa.concat_arrays([t.column("root").filter(sel).combine_chunks(),
+                                  t.column("by37").filter(sel).combine_chunks()]).drop_null()
+        sel = pc.or_(sel, pc.and_(kind0, pc.is_in(t.column("key"), value_set=roots)))
+        cancels = t.column("cancel_key").filter(sel).combine_chunks().drop_null()
+        sel = pc.or_(sel, pc.and_(kind0, pc.is_in(t.column("key"), value_set=cancels)))
+        kind1 = pc.equal(t.column("kind"), 1)
+        ex = pc.unique(ex17).drop_null()
+        seen = t.column("key").filter(pc.and_(kind1, pc.is_in(t.column("key"), value_set=ex)))
+        return t.filter(sel), seen.combine_chunks()
+
+
+def _flat(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A string array's bytes, value starts and lengths (into those bytes), and validity."""
+    arr = arr.cast(pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    off = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    raw = raw[off[0] : off[-1]] if len(arr) else raw[:0]
+    valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
+    return raw, off[:-1] - off[0], np.diff(off), valid
+
+
+class _StitchState:
+    """The stitcher's state arrays for one chunk, seeded from a carry: each carried id is a
+    *virtual row* after the chunk's real rows (never an event itself, but an origin, a latest
+    NEW/MODIFY or an open request that real rows can point to)."""
+
+    def __init__(self) -> None:
+        self.virtual = 0
+
+    @classmethod
+    def build(cls, ids: list[pa.Array], ex17: pa.Array, carry: FixCarry | None,
+              n: int) -> _StitchState:
+        self = cls()
+        self.n = n
+        if carry is None:
+            rel, seen = CARRY_SCHEMA.empty_table(), pa.array([], pa.string())
+        else:
+            rel, seen = carry.relevant(ids, ex17)
+        self.rel = rel
+        v = self.virtual = rel.num_rows
+        keys = rel.column("key").combine_chunks() if v else pa.array([], pa.string())
+        (self.c11, self.c41, self.c37, vkey), self.dictionary = _encode(*ids, keys)
+        (self.c17, seen_codes), self.d17 = _encode(ex17, seen)
+        ncodes, n17 = len(self.dictionary), len(self.d17)
+
+        def code(col: str) -> np.ndarray:
+            idx = pc.index_in(rel.column(col), value_set=self.dictionary)
+            return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+        def flag(col: str) -> np.ndarray:
+            return np.asarray(rel.column(col).fill_null(False).to_numpy(), bool)
+
+        vrows = n + np.arange(v)
+        self.vkey = vkey
+        self.vroot = code("root") if v else np.zeros(0, np.int64)
+        req_class = rel.column("req_class").fill_null(0).to_numpy() if v else np.zeros(0)
+        self.vclass = np.where(req_class > 0, req_class, M_ER).astype(np.int8)
+        root = np.full(ncodes, -1, np.int64)
+        req_msg = np.full(ncodes, -1, np.int64)
+        req_open = np.zeros(ncodes, np.bool_)
+        by37 = np.full(ncodes, -1, np.int64)
+        cancel_msg = np.full(ncodes, -1, np.int64)
+        origin = np.full(ncodes, -1, np.int64)
+        last = np.full(ncodes, -1, np.int64)
+        seen17 = np.zeros(n17, np.bool_)
+        if v:
+            root[vkey] = self.vroot
+            requested = req_class > 0
+            req_msg[vkey[requested]] = vrows[requested]
+            req_open[vkey] = flag("req_open")
+            by37[vkey] = code("by37")
+            has = flag("origin")
+            origin[vkey[has]] = vrows[has]
+            has = flag("last")
+            last[vkey[has]] = vrows[has]
+            cancelled = flag("cancelled")
+            ck = code("cancel_key")  # the F's own virtual row, else the root's
+            row_of_code = np.full(ncodes, -1, np.int64)
+            row_of_code[vkey] = vrows
+            cm = np.where(ck >= 0, row_of_code[np.maximum(ck, 0)], -1)
+            cancel_msg[vkey[cancelled]] = np.where(cm >= 0, cm, vrows)[cancelled]
+        seen17[seen_codes] = True
+        self.arrays = (root, req_msg, req_open, by37, cancel_msg, origin, last, seen17)
+        self.row_arrays = (req_msg, cancel_msg, origin, last)
+        return self
+
+    def extend(self, real: np.ndarray, virtual) -> np.ndarray:
+        """A per-row array for the real rows followed by the virtual rows."""
+        if not self.virtual:
+            return real
+        tail = np.broadcast_to(np.asarray(virtual, real.dtype), (self.virtual,))
+        return np.concatenate([real, tail])
+
+    def spans(self, buf, rs, vs, vl) -> _Spans:
+        """Value spans over the chunk's bytes followed by the carried values."""
+        v, n = self.virtual, self.n
+        blocks, pos = [buf], buf.shape[0]
+        vs2 = np.concatenate([vs, np.full((vs.shape[0], v), -1, np.int32)], axis=1)
+        vl2 = np.concatenate([vl, np.zeros((vl.shape[0], v), np.int32)], axis=1)
+        for name, col in _VCOLS:
+            raw, starts, lengths, valid = _flat(self.rel.column(name))
+            vs2[col, n:] = np.where(valid, pos - buf.shape[0] + starts, -1)
+            vl2[col, n:] = lengths
+            blocks.append(raw)
+            pos += raw.shape[0]
+        rs2 = np.concatenate([rs, np.full(v, buf.shape[0], np.int64)])
+        return _Spans(np.concatenate(blocks), rs2, vs2, vl2)
+
+    def carry_out(self, carry: FixCarry, sp: _Spans, mclass: np.ndarray) -> FixCarry:
+        """The carry after this chunk: ``carry`` updated with every id the chunk touched."""
+        root, req_msg, req_open, by37, cancel_msg, origin, last, seen17 = self.arrays
+        d = self.dictionary
+        codes = np.flatnonzero((root >= 0) | (req_msg >= 0) | (by37 >= 0))
+        m = codes.size
+
+        none = pa.scalar(None, pa.string())
+
+        def name(c: np.ndarray) -> pa.Array:
+            if not len(d):
+                return pa.nulls(len(c), pa.string())
+            return pc.if_else(pa.array(c >= 0), d.take(pa.array(np.maximum(c, 0))), none)
+
+        rq = req_msg[codes]
+        req_class = np.where(rq >= 0, mclass[np.maximum(rq, 0)], 0).astype(np.int8)
+        cm = cancel_msg[codes]
+        c11 = np.concatenate([self.c11, self.vkey])
+        is_f = (cm >= 0) & (mclass[np.maximum(cm, 0)] == M_F)
+        cancel_key = np.where(is_f, c11[np.maximum(cm, 0)], -1)
+        o, la = origin[codes], last[codes]
+        orow, lrow = np.maximum(o, 0), np.maximum(la, 0)
+        is_req = pa.array(np.isin(mclass[orow], (M_D, M_F, M_G)))
+        trader = pc.coalesce(sp.strings(C_PARTY_TRADER, orow),
+                             pc.if_else(is_req, sp.strings(COL[50], orow),
+                                        sp.strings(COL[57], orow)),
+                             sp.strings(COL[50], orow), sp.strings(COL[116], orow))
+
+        def only(mask: np.ndarray, arr: pa.Array) -> pa.Array:
+            return pc.if_else(pa.array(mask), arr, none)
+
+        has_o, has_l = o >= 0, la >= 0
+        delta = pa.table({
+            "kind": pa.array(np.zeros(m, np.int8)),
+            "key": name(codes),
+            "root": name(root[codes]),
+            "req_class": pa.array(req_class),
+            "req_open": pa.array(req_open[codes]),
+            "by37": name(by37[codes]),
+            "cancelled": pa.array(cm >= 0),
+            "cancel_key": name(cancel_key),
+            "origin": pa.array(has_o),
+            "o_trader": only(has_o, trader),
+            "o_account": only(has_o, sp.strings(COL[1], orow)),
+            "o_symbol": only(has_o, sp.strings(COL[55], orow)),
+            "o_side": only(has_o, sp.strings(COL[54], orow)),
+            "last": pa.array(has_l),
+            "l_price": only(has_l, sp.strings(COL[44], lrow)),
+            "l_qty": only(has_l, sp.strings(COL[38], lrow)),
+        }, schema=CARRY_SCHEMA)  # fmt: skip
+        new17 = seen17.copy()
+        known = pc.is_in(self.d17, value_set=carry.table.column("key").filter(
+            pc.equal(carry.table.column("kind"), 1)).combine_chunks()) if carry.table.num_rows \
+            else pa.array(np.zeros(len(self.d17), bool))
+        new17 &= ~np.asarray(known.to_numpy(zero_copy_only=False), bool)
+        ex = self.d17.filter(pa.array(new17))
+        k = len(ex)
+        execs = pa.table({f.name: pa.nulls(k, f.type) for f in CARRY_SCHEMA})
+        execs = execs.set_column(0, "kind", pa.array(np.ones(k, np.int8)))
+        execs = execs.set_column(1, "key", ex)
+        return carry.merged(pa.concat_tables([delta, execs.cast(CARRY_SCHEMA)]))
+
+
+@njit(cache=True)
+def _safe_cut(ok, mclass, action, closed_by, rline):  # pragma: no cover - numba
+    """The last row L starting a line such that every request before L was answered before L
+    (n when none is left open; 0 when no such line exists)."""
+    n = ok.shape[0]
+    reach = -1
+    best = 0
+    for p in range(n):
+        if p > 0 and rline[p] != rline[p - 1] and reach < p:
+            best = p
+        if ok[p] and (mclass[p] == M_D or mclass[p] == M_F or mclass[p] == M_G):
+            c = closed_by[p]
+            if c < 0 and (action[p] == A_NEW or action[p] == A_MODIFY
+                          or action[p] == A_CANCEL):
+                c = n
+            if c > reach:
+                reach = c
+    if reach < n:
+        return n
+    return best
