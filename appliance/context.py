@@ -294,8 +294,10 @@ def attach_arrays(ts: np.ndarray, tord: np.ndarray, sym: np.ndarray, sym_names: 
     if n == 0:
         return cols
     ordered_sym = sym[tord]
+    by_sym = np.argsort(ordered_sym, kind="stable")  # rows grouped by symbol, time order kept
+    bounds = np.searchsorted(ordered_sym[by_sym], np.arange(len(sym_names) + 1))
     for k, name in enumerate(sym_names):
-        rows = tord[ordered_sym == k]
+        rows = tord[by_sym[bounds[k]:bounds[k + 1]]]
         tape = day.tapes.get(name)
         cols["ctx_tick"][rows] = day.tick.get(name, np.nan)
         if tape is None:

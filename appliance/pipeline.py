@@ -44,6 +44,7 @@ from appliance.spool import (
     spool_day,
     spool_map,
     with_reference,
+    with_tapes,
 )
 from appliance.timefmt import iso_ns, now_iso
 from appliance.version import code_version
@@ -271,14 +272,42 @@ def ray_session(cfg: Config):
         ray.shutdown()
 
 
+class RayDay:
+    """The day's shared part in Ray's object store: the facts and names once, and each
+    symbol's market tape once, so that a task maps only the tapes of its own symbols."""
+
+    def __init__(self, ray, shared: DayShared) -> None:
+        self.ray = ray
+        self.tapes = shared.market.tapes
+        self.reference = shared.market.reference_symbol
+        self.base = ray.put(with_tapes(shared, (), ()))
+        self.refs: dict[str, Any] = {}
+
+    def args(self, part: PartitionRef) -> tuple:
+        """``(shared, symbols, *tapes)`` for a task on ``part``."""
+        wanted = list(part.symbols) + [self.reference]
+        symbols = tuple(dict.fromkeys(s for s in wanted if s in self.tapes))
+        for s in symbols:
+            if s not in self.refs:
+                self.refs[s] = self.ray.put(self.tapes[s])
+        return (self.base, symbols, *(self.refs[s] for s in symbols))
+
+
+def score_with_tapes(part, names: list[str], params, floors, shared: DayShared,
+                     symbols: tuple[str, ...], *tapes) -> dict[str, pa.Table]:
+    """``score_partition`` for a Ray task given its share of the day's tapes."""
+    return score_partition(part, names, with_tapes(shared, symbols, tapes), params, floors)
+
+
 def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, params, floors,
                   max_in_flight: int, by_value: bool) -> list[dict]:
-    """One Ray task per (partition, detector group), largest first; the day's shared part is
-    put once. A task reads its own partition file (``by_value``: the driver sends the rows,
-    for workers on other machines); at most ``max_in_flight`` tasks are pending, so memory
-    stays bounded whatever the day size. Results come back in submission order."""
-    remote = ray.remote(score_partition)
-    shared_ref = ray.put(shared)
+    """One Ray task per (partition, detector group), largest first; the day's shared part and
+    each symbol's tape are put once (``RayDay``). A task reads its own partition file
+    (``by_value``: the driver sends the rows, for workers on other machines); at most
+    ``max_in_flight`` tasks are pending, so memory stays bounded whatever the day size. Results
+    come back in submission order."""
+    remote = ray.remote(score_with_tapes)
+    day = RayDay(ray, shared)
     results: list[Any] = [None] * len(tasks)
     pending: dict[Any, int] = {}
     for k, (part, names) in enumerate(tasks):
@@ -287,7 +316,7 @@ def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, pa
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
         arg = ray.put(read_partition(part, shared.remaps)) if by_value else part
-        pending[remote.remote(arg, names, shared_ref, params, floors)] = k
+        pending[remote.remote(arg, names, params, floors, *day.args(part))] = k
     for ref, k in pending.items():
         results[k] = ray.get(ref)
     return results

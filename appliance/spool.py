@@ -21,8 +21,10 @@ rows in the same order whatever the number of maps, so results do not depend on 
 from __future__ import annotations
 
 import hashlib
+import heapq
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,76 @@ class _Encoder:
         return local[idx.to_numpy()]
 
 
+# ------------------------------------------------------------------------------ the plan
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """Where a detector group's rows go: each instrument's rows to one partition, or — for an
+    instrument heavier than a partition, in a group keyed by more than the instrument — to
+    ``len(slots[instrument])`` partitions by a stable hash of the rest of the key. A partition
+    thus holds few instruments (and needs only their market tapes) yet stays near its target
+    size however the day's activity is spread."""
+
+    keys: tuple[str, ...]
+    n: int
+    slots: dict[str, tuple[int, ...]]
+
+    def slot(self, values: dict[str, str]) -> int:
+        if "instrument" not in self.keys:
+            return bucket("\x1f".join(values[k] for k in self.keys), self.n)
+        subs = self.slots.get(values["instrument"])
+        if subs is None:
+            return bucket(values["instrument"], self.n)
+        if len(subs) == 1:
+            return subs[0]
+        rest = "\x1f".join(values[k] for k in self.keys if k != "instrument")
+        return subs[bucket(rest, len(subs))]
+
+
+def instrument_rows(orders: pa.Table | list[Path]) -> dict[str, int]:
+    """Events per instrument of the day: a pre-pass over the dictionary-encoded column."""
+    counts: Counter[str] = Counter()
+    if isinstance(orders, pa.Table):
+        arrays = orders.column("instrument").chunks
+    else:
+        arrays = (rb.column(0) for path in orders
+                  for rb in pq.ParquetFile(path, read_dictionary=["instrument"]).iter_batches(
+                      batch_size=1 << 20, columns=["instrument"]))
+    for arr in arrays:
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr)
+        values = arr.dictionary.to_pylist() + [""]
+        idx = pc.fill_null(arr.indices, len(values) - 1).to_numpy()
+        for k, rows in enumerate(np.bincount(idx, minlength=len(values)).tolist()):
+            if rows:
+                counts[values[k] or ""] += rows
+    return dict(counts)
+
+
+def plan_partitions(counts: dict[str, int], n: int, group_keys: list[tuple[str, ...]]
+                    ) -> list[GroupPlan]:
+    """Pack instruments (or, when one is heavier than a partition, its hash-split parts) into
+    ``n`` partitions per group, largest first into the least loaded (deterministic)."""
+    target = max(sum(counts.values()) / max(n, 1), 1.0)
+    plans = []
+    for keys in group_keys:
+        splittable = "instrument" in keys and len(keys) > 1
+        items = []
+        for inst, rows in counts.items():
+            k = min(n, max(1, -(-rows // int(target)))) if splittable else 1
+            items += [(rows / k, inst, j) for j in range(k)]
+        items.sort(key=lambda it: (-it[0], it[1], it[2]))
+        load = [(0.0, p) for p in range(n)]
+        slots: dict[str, list[int]] = {}
+        for weight, inst, _ in items:
+            used, p = heapq.heappop(load)
+            slots.setdefault(inst, []).append(p)
+            heapq.heappush(load, (used + weight, p))
+        plans.append(GroupPlan(keys, n, {i: tuple(v) for i, v in slots.items()}))
+    return plans
+
+
 # ------------------------------------------------------------------------------ map stage
 
 #: one unit of map input: (Parquet path, row group) — or the whole in-memory table
@@ -132,6 +204,7 @@ class MapOutput:
     files: list[str]  # one IPC file per detector group
     pieces: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (g, p) → batches
     rows: dict[tuple[int, int], int] = field(default_factory=dict)
+    symbols: dict[tuple[int, int], set[str]] = field(default_factory=dict)
     total: int = 0
 
 
@@ -145,11 +218,12 @@ def _small_codes(col, values) -> pa.Array:
     return pc.cast(idx, pa.int8())
 
 
-def _buckets(codes: dict[str, np.ndarray], keys: tuple[str, ...], enc: dict[str, _Encoder],
-             cache: dict[int, int], n: int) -> np.ndarray:
-    """Partition of each row: stable hash of its key string (``bucket``)."""
+def _buckets(codes: dict[str, np.ndarray], plan: GroupPlan, enc: dict[str, _Encoder],
+             cache: dict[int, int]) -> np.ndarray:
+    """Partition of each row by the group's plan (one decision per distinct key)."""
+    keys = plan.keys
     size = codes[keys[0]].shape[0]
-    if n <= 1:
+    if plan.n <= 1:
         return np.zeros(size, np.int64)
     comp = np.zeros(size, np.int64)
     for k in keys:
@@ -160,9 +234,9 @@ def _buckets(codes: dict[str, np.ndarray], keys: tuple[str, ...], enc: dict[str,
     for j, u in enumerate(uniq.tolist()):
         b = cache.get(u)
         if b is None:
-            parts = [enc[k].values[(u >> (_KEY_BITS * (len(keys) - 1 - m))) & mask]
-                     for m, k in enumerate(keys)]
-            b = cache[u] = bucket("\x1f".join(parts), n)
+            values = {k: enc[k].values[(u >> (_KEY_BITS * (len(keys) - 1 - m))) & mask]
+                      for m, k in enumerate(keys)}
+            b = cache[u] = plan.slot(values)
         out[j] = b
     return out[inv]
 
@@ -194,7 +268,7 @@ def _compact(b: pa.Table, codes: dict[str, np.ndarray], ts: np.ndarray) -> pa.Ta
 
 
 def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
-              group_keys: list[tuple[str, ...]], n: int, out_dir: str, index: int,
+              plans: list[GroupPlan], out_dir: str, index: int,
               batch_rows: int = 1 << 20) -> MapOutput:
     """Spool one contiguous range of the day (``source``: row groups in day order, or a table),
     ``batch_rows`` at a time: memory is bounded by one batch."""
@@ -202,11 +276,11 @@ def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
     out.mkdir(parents=True, exist_ok=True)
     enc = {c: _Encoder() for c in CODED}
     facts = context.DayFacts()
-    bucket_of: list[dict[int, int]] = [{} for _ in group_keys]
-    files = [str(out / f"g{gi}-m{index}.arrow") for gi in range(len(group_keys))]
+    bucket_of: list[dict[int, int]] = [{} for _ in plans]
+    files = [str(out / f"g{gi}-m{index}.arrow") for gi in range(len(plans))]
     writers: dict[int, Any] = {}
     result = MapOutput({}, facts, files)
-    batch_no = [0] * len(group_keys)
+    batch_no = [0] * len(plans)
     for rb in _batches(source, batch_rows):
         b = with_reference(pa.Table.from_batches([rb]), accounts)
         codes = {c: enc[c].encode(b.column(c)) for c in CODED}
@@ -216,11 +290,13 @@ def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
                   enc["instrument"].values)
         compact = _compact(b, codes, ts)
         result.total += compact.num_rows
-        for gi, keys in enumerate(group_keys):
-            buckets = _buckets(codes, keys, enc, bucket_of[gi], n)
+        for gi, plan in enumerate(plans):
+            n = plan.n
+            buckets = _buckets(codes, plan, enc, bucket_of[gi])
             counts = np.bincount(buckets, minlength=n)
             ordered = compact.take(pa.array(np.argsort(buckets, kind="stable"))) if n > 1 \
                 else compact
+            _note_symbols(result.symbols, gi, buckets, codes["symbol"], enc["symbol"].values)
             if gi not in writers:
                 writers[gi] = pa.ipc.new_file(files[gi], compact.schema)
             at = 0
@@ -236,6 +312,13 @@ def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
         w.close()
     result.names = {c: enc[c].values for c in CODED}
     return result
+
+
+def _note_symbols(found: dict[tuple[int, int], set[str]], gi: int, buckets: np.ndarray,
+                  sym: np.ndarray, names: list[str]) -> None:
+    width = max(len(names), 1)
+    for pair in np.unique(buckets * width + sym).tolist():
+        found.setdefault((gi, pair // width), set()).add(names[pair % width])
 
 
 def map_ranges(orders: pa.Table | list[Path], maps: int) -> list[pa.Table | list[Unit]]:
@@ -276,12 +359,20 @@ class DayShared:
     remaps: list[dict[str, np.ndarray] | None] = field(default_factory=list)
 
 
+def with_tapes(shared: DayShared, symbols: Sequence[str], tapes: Sequence[Any]) -> DayShared:
+    """``shared`` with just these symbols' market tapes (a task's share of the day)."""
+    return replace(shared, market=replace(shared.market, tapes=dict(zip(symbols, tapes,
+                                                                         strict=True))))
+
+
 @dataclass(frozen=True)
 class PartitionRef:
     """One scoring task's rows: record batches ``batches`` of the map ``index``'s IPC file
-    ``path``, for each map in order."""
+    ``path``, for each map in order; ``symbols``: the symbols of its rows (the market tapes it
+    needs)."""
 
     pieces: tuple[tuple[str, tuple[int, ...], int], ...]
+    symbols: tuple[str, ...] = ()
 
 
 @dataclass
@@ -316,7 +407,8 @@ def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: di
     for gi, p in keys:
         pieces = tuple((out.files[gi], tuple(out.pieces[gi, p]), m)
                        for m, out in enumerate(outputs) if (gi, p) in out.pieces)
-        tasks.append((PartitionRef(pieces), names[gi],
+        symbols = sorted(set().union(*(out.symbols.get((gi, p), set()) for out in outputs)))
+        tasks.append((PartitionRef(pieces, tuple(symbols)), names[gi],
                       sum(out.rows.get((gi, p), 0) for out in outputs)))
     if not tasks:  # an empty day still gives every group one (empty) task
         tasks = [(PartitionRef(()), ns, 0) for ns in names]
@@ -364,8 +456,9 @@ def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
     """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, run by
     ``runner`` (default: one after the other in this process); the market tapes are built here
     while the maps run."""
-    group_keys = list(groups)
-    jobs = [(src, accounts, group_keys, n, str(spool), m, batch_rows)
+    plans = plan_partitions(instrument_rows(orders), n, list(groups)) if n > 1 else [
+        GroupPlan(keys, 1, {}) for keys in groups]
+    jobs = [(src, accounts, plans, str(spool), m, batch_rows)
             for m, src in enumerate(map_ranges(orders, maps))]
     if runner is None:
         outputs = [spool_map(*job) for job in jobs]

@@ -117,16 +117,16 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _measured_task(part, names: list[str], shared, det, floors
+def _measured_task(part, names: list[str], det, floors, shared, symbols, *tapes
                    ) -> tuple[float, float, int, int]:
     """A scoring task in a Ray worker: its CPU and wall seconds, its peak RSS above the
     worker's RSS before it, and the growth of its shared-memory RSS (pages of Ray's object
-    store it touched: the day's market tapes, shared by every worker of the node)."""
+    store it touched: the market tapes of its symbols, shared by every worker of the node)."""
     pa.set_cpu_count(1)
     _reset_peak()
     before, shm = _status("VmRSS"), _status("RssShmem")
     c0, w0 = time.process_time(), time.perf_counter()
-    pipeline.score_partition(part, names, shared, det, floors)
+    pipeline.score_with_tapes(part, names, det, floors, shared, symbols, *tapes)
     return (time.process_time() - c0, time.perf_counter() - w0, _status("VmHWM") - before,
             _status("RssShmem") - shm)
 
@@ -143,8 +143,9 @@ def _ray_day(ray, files, market, accounts, n: int, spool_dir: Path, workers: int
                             runner=pipeline._ray_map_runner(ray))
     t1 = time.perf_counter()
     remote = ray.remote(_measured_task)
-    shared = ray.put(sd.shared)
-    res = ray.get([remote.remote(part, ns, shared, det, floors) for part, ns, _ in sd.tasks])
+    day = pipeline.RayDay(ray, sd.shared)  # facts once, each symbol's tape once
+    res = ray.get([remote.remote(part, ns, det, floors, *day.args(part))
+                   for part, ns, _ in sd.tasks])
     return t1 - t0, time.perf_counter() - t1, res, sd.tasks
 
 
@@ -259,8 +260,8 @@ def main() -> None:
           f"worst task peak RSS above the worker's resting RSS +{peak / 2**20:.0f} MiB "
           f"({rows:,} rows; {peak / max(size, 1):.2f}× its partition's spooled Arrow size of "
           f"{size / 2**20:.1f} MiB, {peak / max(rows * canon_row, 1):.2f}× the same rows as "
-          f"canonical events), of which +{(peak - private) / 2**20:.0f} MiB are pages of the "
-          f"day's market tapes in Ray's shared object store; without them "
+          f"canonical events), of which +{(peak - private) / 2**20:.0f} MiB are pages of its "
+          f"symbols' market tapes in Ray's shared object store; without them "
           f"+{private / 2**20:.0f} MiB = {private / max(size, 1):.2f}× spooled. Max ratio over "
           f"tasks ≥ 100k rows: {ratio:.2f}× with, {pratio:.2f}× without the shared tapes")
 

@@ -10,6 +10,7 @@ from appliance import pipeline, spool
 from appliance.detectors import REGISTRY
 from connectors import get_connector
 from tests.appliance.test_pipeline import day_book
+from tests.scenarios import ts
 
 MARKET = {"after_seconds": 1.0, "reference_symbol": ""}
 
@@ -92,3 +93,47 @@ def test_an_empty_day_gives_one_empty_task_per_group(tmp_path, day_files):
     groups = pipeline.partition_groups(list(REGISTRY))
     assert sd.events == 0 and len(sd.tasks) == len(groups)
     assert all(spool.read_partition(p, sd.shared.remaps).num_rows == 0 for p, _, _ in sd.tasks)
+
+
+def test_plan_packs_instruments_and_splits_only_heavy_ones_in_splittable_groups():
+    counts = {"ES": 900, "NQ": 60, "CL": 30, "GC": 10}
+    by_trader, by_inst = spool.plan_partitions(counts, 4, [("trader", "instrument"),
+                                                           ("instrument",)])
+    assert len(by_trader.slots["ES"]) == 4 and len(set(by_trader.slots["ES"])) == 4
+    assert all(len(by_trader.slots[i]) == 1 for i in ("NQ", "CL", "GC"))
+    assert all(len(v) == 1 for v in by_inst.slots.values())  # an instrument never splits
+    assert spool.plan_partitions(counts, 4, [("trader", "instrument")]) == [by_trader]
+    # a trader's rows of one instrument always go to one partition
+    slot = by_trader.slot({"trader": "T1", "instrument": "ES"})
+    assert all(by_trader.slot({"trader": "T1", "instrument": "ES"}) == slot for _ in range(3))
+    assert {by_trader.slot({"trader": f"T{k}", "instrument": "ES"}) for k in range(40)} == set(
+        by_trader.slots["ES"])
+
+
+def test_a_task_needs_only_its_symbols_tapes(day_files, tmp_path):
+    paths, _ = day_files
+    groups = pipeline.partition_groups(list(REGISTRY))
+    lines = ["ts,symbol,bid,bid_size,ask,ask_size,last,last_size"]
+    for k in range(40):  # a quote a quarter second on both symbols, trades now and then
+        for sym, mid in (("ESZ6", 100.0), ("NQZ6", 200.0)):
+            last = f"{mid + 0.25},{1 + k % 3}" if k % 5 == 0 else ","
+            lines.append(f"{ts(k / 4)},{sym},{mid - (k % 4) * 0.25},{5 + k},{mid + 0.25},"
+                         f"{7 + k},{last}")
+    (tmp_path / "md.csv").write_text("\n".join(lines) + "\n")
+    market = get_connector("md-csv").read(tmp_path / "md.csv", "m").events
+    sd = spool.spool_day(paths, market, None, MARKET, groups, 4, tmp_path / "s", maps=2)
+    assert set(sd.shared.market.tapes) == {"ESZ6", "NQZ6"}
+    instrument_only = [part for part, ns, _ in sd.tasks if "front_running" in ns]
+    assert all(len(p.symbols) == 1 for p in instrument_only)  # one instrument per task here
+    names = list(REGISTRY)
+    params = {d: {"gap_seconds": 5.0} for d in names}
+    floors = dict.fromkeys(names, 0)
+    blind = 0
+    for part, ns, _ in sd.tasks:
+        alone = spool.with_tapes(sd.shared, part.symbols,
+                                 [sd.shared.market.tapes[s] for s in part.symbols])
+        full = _plain(pipeline.score_partition(part, ns, sd.shared, params, floors).values())
+        assert _plain(pipeline.score_partition(part, ns, alone, params, floors).values()) == full
+        none = spool.with_tapes(sd.shared, (), ())
+        blind += _plain(pipeline.score_partition(part, ns, none, params, floors).values()) != full
+    assert blind  # the tapes matter, and a task's own symbols' tapes are enough
