@@ -115,7 +115,7 @@ class MarkingTheClose(RulesDetector):
                                    np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
                                    np.zeros(0))
         code = composite(batch, self.cluster_keys)
-        order = np.lexsort((np.arange(n), batch.ts, code))
+        order = batch.key_order(self.cluster_keys)
         c = code[order]
         starts = np.append(np.flatnonzero(np.r_[True, c[1:] != c[:-1]]), n).astype(np.int64)
         first = order[starts[:-1]]
@@ -174,9 +174,11 @@ def _close_times(batch: Batch, info, params) -> dict[str, int]:
     instrument's last market event of the day (its last event here when no info)."""
     out = {}
     hhmm = params.get("close_utc", "")
-    for k, name in enumerate(batch.names["instrument"]):
-        rows = batch.codes["instrument"] == k
-        last = int(batch.ts[rows].max())
+    names = batch.names["instrument"]
+    latest = np.full(len(names), np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(latest, batch.codes["instrument"], batch.ts)
+    for k, name in enumerate(names):
+        last = int(latest[k])
         if hhmm:
             parts = [int(p) for p in hhmm.split(":")] + [0]
             day = last - last % 86_400_000_000_000
