@@ -179,7 +179,10 @@ def tapes(market: pa.Table | None) -> Tapes:
         return {}
     sym = pc.dictionary_encode(market.column("symbol")).combine_chunks()
     codes = sym.indices.to_numpy()
-    return {name: _Tape(market.filter(pa.array(codes == k)))
+    by_symbol = np.argsort(codes, kind="stable")  # one pass, not a scan per symbol
+    bounds = np.searchsorted(codes[by_symbol], np.arange(len(sym.dictionary) + 1))
+    ordered = market.take(pa.array(by_symbol))
+    return {name: _Tape(ordered.slice(bounds[k], bounds[k + 1] - bounds[k]))
             for k, name in enumerate(sym.dictionary.to_pylist())}
 
 
