@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from appliance import context, store
+from appliance.allocator import keep_freed_memory
 from appliance.clean import etl_version
 from appliance.config import Config
 from appliance.context import InstrumentInfo
@@ -134,6 +135,7 @@ def score_partition(events: pa.Table | str | Path | PartitionRef, detectors: lis
     facts). Returns one table per detector with a row per cluster: identity, span, score,
     features and, for clusters at or above the floor, the explanation and breadcrumbs as JSON.
     """
+    keep_freed_memory()
     if isinstance(info, DayShared):
         batch = Batch.build(read_partition(events, info.remaps), info.market, info.names)
         info = info.info

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from appliance import context
+from appliance.allocator import keep_freed_memory
 from appliance.context import InstrumentInfo
 from appliance.schema import EVENTS, SIDES
 
@@ -272,6 +273,7 @@ def spool_map(source: pa.Table | Sequence[Unit], accounts: pa.Table | None,
               batch_rows: int = 1 << 20) -> MapOutput:
     """Spool one contiguous range of the day (``source``: row groups in day order, or a table),
     ``batch_rows`` at a time: memory is bounded by one batch."""
+    keep_freed_memory()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     enc = {c: _Encoder() for c in CODED}

@@ -117,18 +117,26 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
+_FRESH: list[int] = []  # the worker's RSS before its first task (imports only)
+
+
 def _measured_task(part, names: list[str], det, floors, shared, symbols, *tapes
-                   ) -> tuple[float, float, int, int]:
+                   ) -> tuple[float, float, int, int, int]:
     """A scoring task in a Ray worker: its CPU and wall seconds, its peak RSS above the
-    worker's RSS before it, and the growth of its shared-memory RSS (pages of Ray's object
-    store it touched: the market tapes of its symbols, shared by every worker of the node)."""
+    worker's RSS before it, the growth of its shared-memory RSS (pages of Ray's object store it
+    touched: the market tapes of its symbols, shared by every worker of the node), and its
+    peak RSS above the worker's fresh RSS (freed heap is kept by the worker, so this bounds
+    what the worker holds after all its tasks so far)."""
     pa.set_cpu_count(1)
+    if not _FRESH:
+        _FRESH.append(_status("VmRSS"))
     _reset_peak()
     before, shm = _status("VmRSS"), _status("RssShmem")
     c0, w0 = time.process_time(), time.perf_counter()
     pipeline.score_with_tapes(part, names, det, floors, shared, symbols, *tapes)
-    return (time.process_time() - c0, time.perf_counter() - w0, _status("VmHWM") - before,
-            _status("RssShmem") - shm)
+    peak = _status("VmHWM")
+    return (time.process_time() - c0, time.perf_counter() - w0, peak - before,
+            _status("RssShmem") - shm, peak - _FRESH[0])
 
 
 def _ray_day(ray, files, market, accounts, n: int, spool_dir: Path, workers: int, batch_rows):
@@ -219,6 +227,7 @@ def main() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, as the run does
     walls: dict[int, list[tuple[float, float, int]]] = {}
     mem: list[tuple[int, int, int, int]] = []
+    worker_peak = 0
     counts = [int(w) for w in a.workers.split(",")]
     for workers in counts:
         ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR",
@@ -237,6 +246,7 @@ def main() -> None:
                         (t_spool, t_score, _status("VmHWM") - base))
                     mem += [(r[2], rows, spool.read_partition(part).nbytes, r[2] - r[3])
                             for r, (part, _, rows) in zip(res, tasks, strict=True)]
+                    worker_peak = max([worker_peak] + [r[4] for r in res])
         finally:
             ray.shutdown()
     med_w = {w: tuple(statistics.median(x[i] for x in walls[w]) for i in range(3))
@@ -263,7 +273,10 @@ def main() -> None:
           f"canonical events), of which +{(peak - private) / 2**20:.0f} MiB are pages of its "
           f"symbols' market tapes in Ray's shared object store; without them "
           f"+{private / 2**20:.0f} MiB = {private / max(size, 1):.2f}× spooled. Max ratio over "
-          f"tasks ≥ 100k rows: {ratio:.2f}× with, {pratio:.2f}× without the shared tapes")
+          f"tasks ≥ 100k rows: {ratio:.2f}× with, {pratio:.2f}× without the shared tapes. "
+          f"Largest worker RSS above its fresh RSS over the whole run: "
+          f"+{worker_peak / 2**20:.0f} MiB = {worker_peak / max(largest[2], 1):.2f}× the largest "
+          f"partition (spooled)")
 
 
 def _load_avg() -> str:
