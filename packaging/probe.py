@@ -35,6 +35,62 @@ def _listening_addresses() -> list[str]:
     return sorted(out)
 
 
+def _feature_checks(data_dir: str) -> dict:
+    """Everything the product relies on that the bundle's exclusions could break, checked in
+    the driver (results are compared by tests/packaging/test_bundle.py): pyarrow's parquet,
+    dataset, csv, ipc/feather and compute; scikit-learn's RandomForest fit/predict/pickle;
+    numba's threading layer; apsw; textual."""
+    import io
+    import pickle
+
+    import apsw
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.dataset as ds
+    import pyarrow.feather as feather
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+    import textual.app  # noqa: F401 - the console's framework must import
+    from sklearn.ensemble import RandomForestClassifier
+
+    out: dict = {}
+    table = pa.table({"k": pa.array(["a", "b", "a", "c"]), "v": pa.array([1.0, 2.0, 3.0, 4.0])})
+    pdir = os.path.join(data_dir, "probe-parquet")
+    os.makedirs(pdir, exist_ok=True)
+    pq.write_table(table, os.path.join(pdir, "part-0.parquet"), compression="zstd")
+    dset = ds.dataset(pdir, format="parquet")
+    out["dataset_sum_a"] = float(
+        pc.sum(dset.to_table(filter=ds.field("k") == "a").column("v")).as_py()
+    )
+    out["parquet_rows"] = pq.read_table(pdir).num_rows
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    out["ipc_rows"] = ipc.open_stream(sink.getvalue()).read_all().num_rows
+    fpath = os.path.join(pdir, "t.feather")
+    feather.write_feather(table, fpath)
+    out["feather_rows"] = feather.read_table(fpath).num_rows
+    out["csv_rows"] = pcsv.read_csv(io.BytesIO(b"a,b\n1,x\n2,y\n")).num_rows
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 5))
+    y = (x[:, 0] - x[:, 2] > 0).astype(int)
+    rf = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0, n_jobs=1).fit(x, y)
+    rf2 = pickle.loads(pickle.dumps(rf))
+    probe_x = np.array([[2.0, 0, -2.0, 0, 0], [-2.0, 0, 2.0, 0, 0]])
+    out["rf_predict"] = [int(v) for v in rf2.predict(probe_x)]
+    out["rf_proba_ok"] = bool(np.allclose(rf2.predict_proba(probe_x).sum(axis=1), 1.0))
+    con = apsw.Connection(":memory:")
+    out["apsw"] = con.execute("SELECT sqlite_version()").fetchall()[0][0] != ""
+    import numba
+    from numba.np.ufunc import parallel as nparallel
+
+    nparallel._launch_threads()  # what the first parallel=True kernel call does
+    out["numba_threading_layer"] = numba.threading_layer()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     data_dir = os.path.abspath(argv[0] if argv else os.path.join(os.getcwd(), "probe-data"))
@@ -52,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.ensemble import RandomForestClassifier
 
     t_import = time.perf_counter() - T0
+    features = _feature_checks(data_dir)
 
     @njit(cache=True)
     def spread_kernel(px, qty):
@@ -98,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_pids": sorted({r["pid"] for r in results}),
         "results": [{k: v for k, v in r.items() if k != "pid"} for r in results],
         "listen": listen,
+        "features": features,
         "t_import_s": round(t_import, 2),
         "t_ray_init_s": round(t_init, 2),
         "t_first_task_s": round(t_first, 2),

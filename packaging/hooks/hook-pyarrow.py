@@ -1,7 +1,11 @@
 """PyInstaller hook for pyarrow, overriding pyinstaller-hooks-contrib's (which takes everything).
 
 Leaves out what the product does not use: Arrow Flight, the S3/GCS/Azure/HDFS filesystems, CUDA,
-the JVM bridge, the C++ test module, tests, headers and Cython sources.
+the JVM bridge, ORC, the Substrait Python bindings, Parquet modular encryption, the C++ test module,
+tests, headers and Cython sources. pyarrow imports the optional ones inside ``try/except
+ImportError`` (pyarrow.dataset: _dataset_orc, _dataset_parquet_encryption; _dataset.pyx:
+pyarrow.substrait), so leaving them out only disables those features. libarrow_substrait itself
+stays: _dataset.so links it.
 """
 
 import os
@@ -22,8 +26,21 @@ EXCLUDED_MODULES = (
     "pyarrow.tests",
     "pyarrow.conftest",
     "pyarrow.benchmark",
+    "pyarrow.orc",
+    "pyarrow._orc",
+    "pyarrow._dataset_orc",
+    "pyarrow.substrait",
+    "pyarrow._substrait",
+    "pyarrow.parquet.encryption",
+    "pyarrow._parquet_encryption",
+    "pyarrow._dataset_parquet_encryption",
 )
-EXCLUDED_LIBS = ("libarrow_flight", "libarrow_python_flight", "libarrow_s3")
+EXCLUDED_LIBS = (
+    "libarrow_flight",
+    "libarrow_python_flight",
+    "libarrow_s3",
+    "libarrow_python_parquet_encryption",
+)
 
 
 def _keep_module(name: str) -> bool:

@@ -10,6 +10,8 @@ SURVEIL_BUILD_BUNDLE=1 asks this test to run `make bundle` itself).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +91,31 @@ def _comparable(demo: dict) -> dict:
     return {"alerts": alerts, "episodes": episodes}
 
 
+def _watch_first_ray_task(demo_dir: Path, t0: float) -> dict:
+    """Polls (in a thread, every 50 ms) for the first Ray task to start: Ray writes
+    ``:task_name:<name>`` into the worker's ``worker-*.out`` log when it begins a task. The
+    returned dict gets ``s``, seconds since ``t0``, once it is seen; set its ``stop`` to end."""
+    found: dict = {}
+    patterns = [str(demo_dir / "ray" / "session_*" / "logs" / "worker-*.out"),
+                f"/tmp/surveil-ray-{os.getuid()}/session_*/logs/worker-*.out"]  # fmt: skip
+
+    since = time.time() - (time.perf_counter() - t0)  # wall clock at t0: skip older sessions
+
+    def poll() -> None:
+        while time.perf_counter() - t0 < 600 and not found.get("stop"):
+            for path in (p for pat in patterns for p in glob.glob(pat)):
+                with contextlib.suppress(OSError), open(path) as f:
+                    if os.path.getmtime(path) < since:
+                        continue
+                    if ":task_name:" in f.read():
+                        found["s"] = time.perf_counter() - t0
+                        return
+            time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return found
+
+
 @pytest.fixture(scope="module")
 def installed():
     tarball = _tarball()
@@ -118,6 +146,23 @@ def test_install_log_and_init(installed):
     assert (installed["tmp"] / "data" / "surveil.toml").exists()
 
 
+#: Size budget (MB, 10^6 bytes). The tarball target (issue #3) is 200 MB; unpacked the target is
+#: 450 MB, which the bundle does not meet (see docs/install.md), so this only stops regressions
+#: past the measured ~498 MB: lower it whenever the bundle shrinks.
+TARBALL_MAX_MB = 200
+UNPACKED_MAX_MB = 505
+
+
+def test_bundle_size(installed):
+    tarball = _tarball()
+    du = subprocess.run(["du", "-sb", str(installed["unpacked"])], capture_output=True, text=True,
+                        check=True)  # fmt: skip
+    unpacked, packed = int(du.stdout.split()[0]), tarball.stat().st_size
+    print(f"\n[bundle] tarball {packed / 1e6:.1f} MB, unpacked {unpacked / 1e6:.1f} MB")
+    assert packed <= TARBALL_MAX_MB * 1e6
+    assert unpacked <= UNPACKED_MAX_MB * 1e6, "see build/bundle/inventory.txt for where it goes"
+
+
 def test_help_cold_start(installed):
     t = time.perf_counter()
     _run([installed["exe"], "--help"], installed["env"], installed["tmp"])
@@ -142,19 +187,34 @@ def test_selftest_real_workers_loopback_only(installed):
     assert out["frozen"] is True
     assert out["worker_pids"] and out["driver_pid"] not in out["worker_pids"]
     assert [r["sum"] for r in out["results"]] == [4950.0] * 4
+    # RandomForest fitted in the driver, predicting in the workers.
+    assert [r["pred"] for r in out["results"]] == [0, 0, 1, 1], out["results"]
+    # What the bundle's exclusions must not break (packaging/probe.py _feature_checks).
+    feats = out["features"]
+    assert feats["dataset_sum_a"] == 4.0 and feats["parquet_rows"] == 4, feats
+    assert feats["ipc_rows"] == feats["feather_rows"] == 4 and feats["csv_rows"] == 2, feats
+    assert feats["rf_predict"] == [1, 0] and feats["rf_proba_ok"], feats
+    assert feats["apsw"], feats
+    assert feats["numba_threading_layer"] in ("workqueue", "omp", "tbb"), feats
     assert all(a.startswith(("127.", "::ffff:127.")) for a in out["listen"]), out["listen"]
     assert (data / "ray").is_dir()  # Ray's temp dir is under the data dir
-    print(f"\n[bundle] selftest: {json.dumps({k: v for k, v in out.items() if k[:2] == 't_'})}")
+    times = {k: v for k, v in out.items() if k[:2] == "t_"}
+    print(f"\n[bundle] selftest: {json.dumps(times)}; numba layer {feats['numba_threading_layer']}")
 
 
 def test_demo_matches_venv(installed):
     env, tmp = installed["env"], installed["tmp"]
     t = time.perf_counter()
-    proc = _run([installed["exe"], "demo", "--dir", tmp / "demo", "--json"], env, tmp)
+    first_task = _watch_first_ray_task(tmp / "demo", t)
+    try:
+        proc = _run([installed["exe"], "demo", "--dir", tmp / "demo", "--json"], env, tmp)
+    finally:
+        first_task["stop"] = True
     t_demo = time.perf_counter() - t
     frozen = _last_json(proc.stdout)
     print(
-        f"\n[bundle] demo: {t_demo:.1f}s; tarball -> install -> first demo result "
+        f"\n[bundle] demo: {t_demo:.1f}s (first Ray task started after "
+        f"{first_task.get('s', float('nan')):.1f}s); tarball -> install -> first demo result "
         f"{time.perf_counter() - installed['t0']:.1f}s (install {installed['t_install']:.1f}s)"
     )
     assert frozen["summary"].get("mode", "ray") == "ray", frozen["summary"]
