@@ -49,8 +49,8 @@ def export_events(cfg: Config, out: Path, date: str | None, kind: str = "orders"
     con = store.connect(cfg.store_path)
     sql = ("SELECT fd.parquet FROM file_dates fd JOIN files f USING (file_id) WHERE f.kind = ?"
            + (" AND fd.trade_date = ?" if date else "") + " ORDER BY fd.trade_date, fd.file_id")
-    paths = [cfg.data_dir / r["parquet"]
-             for r in store.rows(con, sql, (kind, date) if date else (kind,))]
+    paths = [f for r in store.rows(con, sql, (kind, date) if date else (kind,))
+             for f in store.parquet_files(cfg.data_dir, r["parquet"])]
     schema = ORDER_EVENTS if kind == "orders" else MARKET_DATA
     table = pq.read_table(paths, schema=schema) if paths else schema.empty_table()
     table = table.sort_by([("ts", "ascending"), ("source", "ascending"), ("line", "ascending")])

@@ -373,8 +373,9 @@ def _empty_carry(fmt: str) -> Any:
 
 def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
                     report: FileReport, ctx: CleanContext, user: str, ray_module) -> None:
-    """Chunks → part files (in-process or Ray tasks) → one Parquet file per trade date and one
-    quarantine file, merged part by part (bounded memory) → one store transaction."""
+    """Chunks → part files (in-process or Ray tasks) → per trade date a directory of the parts
+    (renamed, not copied) and one quarantine file merged part by part (bounded memory) → one
+    store transaction."""
     import shutil
 
     fmt, mapping = plan.fmt, getattr(connector, "mapping", None)
@@ -414,9 +415,9 @@ def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
         raise AssertionError(f"{plan.path}: record balance broken: {report}")
     written: list[tuple[str, int, str]] = []
     for day, n in report.trade_dates.items():
-        rel = f"events/{connector.kind}/trade_date={day}/{plan.fid}.parquet"
-        _merge_parts([_part(cfg, plan.fid, f"events-{day}", o.index) for o in outs
-                      if day in o.dates], cfg.data_dir / rel)
+        rel = f"events/{connector.kind}/trade_date={day}/{plan.fid}"
+        _move_parts([_part(cfg, plan.fid, f"events-{day}", o.index) for o in outs
+                     if day in o.dates], cfg.data_dir / rel)
         written.append((day, n, rel))
     if report.quarantined:
         _merge_parts([_part(cfg, plan.fid, "quarantine", o.index) for o in outs
@@ -425,6 +426,31 @@ def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
             written, user, {"path": str(plan.path), "format": fmt, "rows": report.rows,
                             "chunks": len(outs)})
     shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)
+
+
+def _move_parts(parts: list[Path], dest: Path) -> None:
+    """Make the (durable) part files the directory ``dest``, in part order, by renames: no
+    copy, so the driver's work does not grow with the file. A directory left by a crashed
+    attempt (never recorded in the store) is replaced."""
+    import shutil
+
+    staging = dest.with_name(dest.name + ".tmp")
+    for stale in (staging, dest):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for k, part in enumerate(parts):
+        os.replace(part, staging / f"part-{k:06d}.parquet")
+    _fsync_dir(staging)
+    os.replace(staging, dest)
+    _fsync_dir(dest.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _merge_parts(parts: list[Path], dest: Path) -> None:

@@ -385,7 +385,8 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
         say("nothing_to_do", {})
         return RunSummary(None, "none")
     inputs = {day: _date_inputs(con, day) for day in days}
-    files = {day: [cfg.data_dir / r["parquet"] for r in inputs[day]] for day in days}
+    files = {day: [f for r in inputs[day] for f in store.parquet_files(cfg.data_dir, r["parquet"])]
+             for day in days}
     sizes = {day: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
              for day, fs in files.items()}
     total = sum(sizes.values())
@@ -468,7 +469,8 @@ def _market_table(cfg: Config, con: apsw.Connection, day: str) -> pa.Table | Non
     """The day's ingested market data (files.kind = 'market'), or None."""
     sql = """SELECT fd.parquet FROM file_dates fd JOIN files f USING (file_id)
              WHERE f.kind = 'market' AND fd.trade_date = ? ORDER BY fd.file_id"""
-    paths = [cfg.data_dir / r["parquet"] for r in store.rows(con, sql, (day,))]
+    paths = [f for r in store.rows(con, sql, (day,))
+             for f in store.parquet_files(cfg.data_dir, r["parquet"])]
     return pq.read_table(paths) if paths else None
 
 

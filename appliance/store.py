@@ -257,3 +257,10 @@ def audit(con: apsw.Connection, at: str, user: str, action: str, target: str | N
         "INSERT INTO audit_log(at, user, action, target, detail) VALUES (?, ?, ?, ?, ?)",
         (at, user, action, target, json.dumps(detail, sort_keys=True)),
     )
+
+
+def parquet_files(data_dir: Path, rel: str) -> list[Path]:
+    """The Parquet files behind a ``file_dates.parquet`` entry: one file, or a directory of
+    part files (a file ingested in chunks), in part order."""
+    path = data_dir / rel
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]

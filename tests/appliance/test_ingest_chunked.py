@@ -55,8 +55,8 @@ def _ingest(root: Path, path: Path, fmt: str, mapping=None, ref: Path | None = N
             for kind in ("traders", "symbology"):
                 reference.load(con, kind, ref / f"{kind}.csv", "test")
         report = ingest_files(cfg, con, [path], fmt, "test", mapping)[0]
-        parts = [cfg.data_dir / r["parquet"]
-                 for r in store.rows(con, "SELECT parquet FROM file_dates ORDER BY parquet")]
+        parts = [f for r in store.rows(con, "SELECT parquet FROM file_dates ORDER BY parquet")
+                 for f in store.parquet_files(cfg.data_dir, r["parquet"])]
     finally:
         con.close()
     events = pq.read_table(parts) if parts else None
