@@ -8,7 +8,8 @@ per-row Python and takes ~20 s) with its reference data (trader aliases, symbolo
 events as canonical CSV (``clean/orders.csv``, used by ``bench_ingest_csv --sim``). Times
 ``connectors.fix`` and ``appliance.clean.apply_steps`` (with the day's reference data) in CPU
 seconds of this process, with the load average; one JSON line per result. ``--profile`` prints
-where the parse time goes (cProfile, by own time).
+where the parse time goes (cProfile on CPU time, by own time, with the load average: the machine
+is shared, and wall time under load says little).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import os
 import pstats
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -85,12 +87,13 @@ def main() -> None:
     report("fix parse + clean", result.rows, cpu + clean_cpu, wall_s=round(wall + clean_wall, 4),
            kept=kept.num_rows)
     if args.profile:
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)
         prof.enable()
         conn.read(path, "profile")
         prof.disable()
         text = io.StringIO()
-        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(20)
+        print(f"# parse profile (CPU seconds), load average {load_average()}", file=sys.stderr)
         print(text.getvalue(), file=sys.stderr)
 
 

@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from appliance.schema import ORDER_EVENTS, QUARANTINE, TIMESTAMP
-from connectors.base import ReadResult, attrs_map
+from connectors.base import ReadResult, string_array
 from connectors.lines import raw_slices, utf8_ok
 from connectors.parse import parse_number
 
@@ -72,6 +72,16 @@ C_PARTY_TRADER = len(TAGS)  # PartyID with a trader role
 C_PARTY_FIRM = len(TAGS) + 1  # PartyID with a firm role
 C_PREFIX = len(TAGS) + 2  # text before 8=FIX (log timestamp)
 NCOLS = len(TAGS) + 3
+# column indices the kernels use
+_C1, _C30, _C31, _C32, _C38, _C44, _C49, _C50, _C52, _C54, _C55, _C56, _C57, _C60, _C116, \
+    _C151, _C207 = (COL[t] for t in (1, 30, 31, 32, 38, 44, 49, 50, 52, 54, 55, 56, 57, 60, 116,
+                                      151, 207))
+# event output columns resolved by ``_resolve``
+(O_FIRM, O_TRADER, O_ACCOUNT, O_SYMBOL, O_VENUE, O_SIDE, O_PRICE, O_QTY, O_LEAVES, O_EXQTY,
+ O_EXPX) = range(11)  # fmt: skip
+N_OUT = 11
+_CODE_COLS = np.array([COL[35], COL[150], COL[39], COL[20]], np.int64)  # single-byte codes
+_POW10 = np.array([10.0**k for k in range(23)])
 _TAG_INDEX = np.full(10000, -1, np.int32)
 for _t, _i in COL.items():
     _TAG_INDEX[_t] = _i
@@ -97,8 +107,9 @@ M_NONE, M_D, M_F, M_G, M_ER, M_CXLREJ, M_SESSION, M_OTHER = 0, 1, 2, 3, 4, 5, 6,
  A_DUP, A_ORPHAN, A_BADTOKEN) = range(11)  # fmt: skip
 _ACTION_EVENT = {A_NEW: "NEW", A_MODIFY: "MODIFY", A_CANCEL: "CANCEL", A_FILL: "FILL",
                  A_REJECT: "REJECT"}  # fmt: skip
-_EVENT_NAMES = np.array([_ACTION_EVENT.get(a, "") for a in range(11)], dtype=object)
+_EVENT_ARRAY = pa.array([_ACTION_EVENT.get(a, "") for a in range(11)], pa.string())
 FIX_SIDES = {"1": "BUY", "2": "SELL", "3": "BUY", "4": "SELL", "5": "SELL", "6": "SELL"}
+_SIDE_VALUES = pa.array(list(FIX_SIDES.values()), pa.string())
 _MAX_ABS = 1e15  # larger prices / quantities are impossible values (huge integers)
 
 NAT = np.iinfo(np.int64).min
@@ -182,7 +193,8 @@ def _fix_ts(buf, s, e):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no cover - numba
+def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix, span_type,
+              span_max):  # pragma: no cover - numba
     """Split ``buf`` into records (messages) and extract the value spans of the wanted tags.
 
     Returns per record: start, end (raw record bytes), line number, status, offending tag,
@@ -198,8 +210,11 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
     rline = np.empty(cap, np.int64)
     rstat = np.empty(cap, np.int8)
     rfield = np.empty(cap, np.int32)
-    vs = np.full((ncols, cap), -1, np.int32)  # value start, relative to the record start
-    vl = np.zeros((ncols, cap), np.int32)  # value length
+    # value start (relative to the record start) and length, one row per record: a record's
+    # spans are contiguous (returned transposed: ``vs[col, record]``), in the dtype of
+    # ``span_type``: a record longer than ``span_max`` bytes stops the scan (blanks -1)
+    vs = np.full((cap, ncols), -1, span_type.dtype)
+    vl = np.zeros((cap, ncols), span_type.dtype)
     n = 0
     blanks = 0
     pos = 3 if size >= 3 and buf[0] == 0xEF and buf[1] == 0xBB and buf[2] == 0xBF else 0
@@ -207,9 +222,13 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
     while pos < size:
         lineno += 1
         le = pos  # a line ends at LF, or at a CR not followed by LF (CR-only files)
-        while le < size and buf[le] != 10 and not (
-            buf[le] == 13 and (le + 1 == size or buf[le + 1] != 10)
-        ):
+        plain = True  # no NUL and no byte >= 0x80 on the line: valid UTF-8 without a check
+        while le < size:
+            b = buf[le]
+            if b == 10 or (b == 13 and (le + 1 == size or buf[le + 1] != 10)):
+                break
+            if b == 0 or b >= 128:
+                plain = False
             le += 1
         nxt = le + 1
         end = le
@@ -219,7 +238,7 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
             blanks += 1
             pos = nxt
             continue
-        valid = utf8_ok(buf, pos, end)
+        valid = plain or utf8_ok(buf, pos, end)
         rec = pos  # start of the current record
         first = True
         while rec < end:
@@ -230,8 +249,11 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                 rline = np.concatenate((rline, np.empty(cap - n, np.int64)))
                 rstat = np.concatenate((rstat, np.empty(cap - n, np.int8)))
                 rfield = np.concatenate((rfield, np.empty(cap - n, np.int32)))
-                vs = np.concatenate((vs, np.full((ncols, cap - n), -1, np.int32)), axis=1)
-                vl = np.concatenate((vl, np.zeros((ncols, cap - n), np.int32)), axis=1)
+                vs = np.concatenate((vs, np.full((cap - n, ncols), -1, span_type.dtype)))
+                vl = np.concatenate((vl, np.zeros((cap - n, ncols), span_type.dtype)))
+            if end - rec > span_max:  # the spans' dtype is too narrow for this record
+                return (rstart[:0], rend[:0], rline[:0], rstat[:0], rfield[:0], vs[:0].T,
+                        vl[:0].T, -1)
             rstart[n] = rec
             rline[n] = lineno
             rfield[n] = 0
@@ -249,8 +271,8 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                 n += 1
                 break
             if first and m > rec:
-                vs[c_prefix, n] = 0
-                vl[c_prefix, n] = m - rec
+                vs[n, c_prefix] = 0
+                vl[n, c_prefix] = m - rec
             first = False
             # delimiter: the byte after the BeginString value
             j = m + 2
@@ -283,9 +305,11 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
             while i < end:
                 # tag
                 tag = 0
+                fsum = 61  # the field's byte sum (for the checksum): tag, '=', value
                 k = i
                 while k < end and buf[k] >= 48 and buf[k] <= 57 and k - i < 9:
                     tag = tag * 10 + (buf[k] - 48)
+                    fsum += buf[k]
                     k += 1
                 if k == i or k >= end or buf[k] != 61:
                     status = MALFORMED
@@ -297,6 +321,7 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                     b = buf[v1]
                     if b == delim and (dlen == 1 or (v1 + 1 < end and buf[v1 + 1] == 65)):
                         break
+                    fsum += b
                     v1 += 1
                 fieldno += 1
                 if tag == 10:
@@ -317,9 +342,7 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                     done = True
                     break
                 # checksum / body length accounting (this field plus its delimiter)
-                for q in range(i, v1):
-                    csum += buf[q]
-                csum += 1
+                csum += fsum + 1
                 if fieldno == 2:
                     if tag != 9:
                         status = MALFORMED
@@ -341,9 +364,9 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                     measured_len += v1 - i + 1
                 if tag < 10000:
                     idx = tag_index[tag]
-                    if idx >= 0 and vs[idx, n] < 0:
-                        vs[idx, n] = v0 - rec
-                        vl[idx, n] = v1 - v0
+                    if idx >= 0 and vs[n, idx] < 0:
+                        vs[n, idx] = v0 - rec
+                        vl[n, idx] = v1 - v0
                 if tag == 448:
                     last_party = v0
                     last_party_end = v1
@@ -365,12 +388,12 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
                         fr = 2
                     if tr < trader_rank:
                         trader_rank = tr
-                        vs[c_trader, n] = last_party - rec
-                        vl[c_trader, n] = last_party_end - last_party
+                        vs[n, c_trader] = last_party - rec
+                        vl[n, c_trader] = last_party_end - last_party
                     if fr < firm_rank:
                         firm_rank = fr
-                        vs[c_firm, n] = last_party - rec
-                        vl[c_firm, n] = last_party_end - last_party
+                        vs[n, c_firm] = last_party - rec
+                        vl[n, c_firm] = last_party_end - last_party
                     last_party = -1
                 if v1 >= end:
                     i = end
@@ -399,45 +422,350 @@ def _scan_fix(buf, tag_index, ncols, c_trader, c_firm, c_prefix):  # pragma: no 
             n += 1
             break
         pos = nxt
-    return rstart[:n], rend[:n], rline[:n], rstat[:n], rfield[:n], vs[:, :n], vl[:, :n], blanks
+    return rstart[:n], rend[:n], rline[:n], rstat[:n], rfield[:n], vs[:n].T, vl[:n].T, blanks
 
 
 @njit(cache=True)
-def _gather_spans(buf, s, e):  # pragma: no cover - numba
-    total = 0
-    for k in range(s.shape[0]):
-        if s[k] >= 0:
-            total += e[k] - s[k]
-    out = np.empty(total, np.uint8)
-    offsets = np.empty(s.shape[0] + 1, np.int64)
-    pos = 0
-    for k in range(s.shape[0]):
-        offsets[k] = pos
-        if s[k] >= 0:
-            ln = e[k] - s[k]
-            out[pos : pos + ln] = buf[s[k] : e[k]]
-            pos += ln
-    offsets[s.shape[0]] = pos
-    return out, offsets
+def _col_sizes(vs, vl, cols, rows):  # pragma: no cover - numba
+    """Bytes and values present of each column of ``cols`` over ``rows``."""
+    k = cols.shape[0]
+    total = np.zeros(k, np.int64)
+    count = np.zeros(k, np.int64)
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for j in range(k):
+            c = cols[j]
+            if vs[c, i] >= 0:
+                total[j] += vl[c, i]
+                count[j] += 1
+    return total, count
 
 
 @njit(cache=True)
-def _ts_spans(buf, s, e, prefix):  # pragma: no cover - numba
-    """Parse timestamp spans; returns (ns, bad) with NAT where absent or bad."""
-    n = s.shape[0]
-    out = np.full(n, NAT, np.int64)
-    bad = np.zeros(n, np.bool_)
-    for k in range(n):
-        a, b = s[k], e[k]
-        if a < 0:
-            continue
-        if prefix:  # "YYYYMMDD-HH:MM:SS.sss : "
+def _gather_cols(buf, rs, vs, vl, cols, rows, base, out, offsets, valid):  # pragma: no cover
+    """Columns ``cols`` of ``rows``, row by row: column j's bytes go to ``out[base[j]:]``, its
+    offsets (from 0) to ``offsets[j]`` and its validity to ``valid[j]``."""
+    k, m = cols.shape[0], rows.shape[0]
+    cur = np.zeros(k, np.int64)
+    for r in range(m):
+        i = rows[r]
+        b = rs[i]
+        for j in range(k):
+            c = cols[j]
+            offsets[j, r] = cur[j]
+            rel = vs[c, i]
+            valid[j, r] = rel >= 0
+            if rel >= 0:
+                a = b + rel
+                p = base[j] + cur[j]
+                n = vl[c, i]
+                for q in range(n):
+                    out[p + q] = buf[a + q]
+                cur[j] += n
+    for j in range(k):
+        offsets[j, m] = cur[j]
+
+
+@njit(cache=True)
+def _gather_attrs(buf, rs, vs, vl, cols, rows, base, out, offsets, valid, names, name_off,
+                  moff, koff, kdata, voff, vdata):  # pragma: no cover - numba
+    """``_gather_cols`` that also writes the ``attrs`` map of the same columns (row r: name j →
+    value for each present column j, in order; see ``connectors.base.attrs_from_columns``)."""
+    k, m = cols.shape[0], rows.shape[0]
+    cur = np.zeros(k, np.int64)
+    e = 0
+    kp = 0
+    vp = 0
+    for r in range(m):
+        i = rows[r]
+        b = rs[i]
+        moff[r] = e
+        for j in range(k):
+            c = cols[j]
+            offsets[j, r] = cur[j]
+            rel = vs[c, i]
+            valid[j, r] = rel >= 0
+            if rel >= 0:
+                a = b + rel
+                p = base[j] + cur[j]
+                n = vl[c, i]
+                koff[e] = kp
+                voff[e] = vp
+                for q in range(n):
+                    out[p + q] = buf[a + q]
+                    vdata[vp + q] = buf[a + q]
+                vp += n
+                for q in range(name_off[j], name_off[j + 1]):
+                    kdata[kp] = names[q]
+                    kp += 1
+                cur[j] += n
+                e += 1
+    for j in range(k):
+        offsets[j, m] = cur[j]
+    moff[m] = e
+    koff[e] = kp
+    voff[e] = vp
+
+
+@njit(cache=True)
+def _span_sizes(st, ln):  # pragma: no cover - numba
+    k, m = st.shape
+    total = np.zeros(k, np.int64)
+    for j in range(k):
+        for r in range(m):
+            if st[j, r] >= 0:
+                total[j] += ln[j, r]
+    return total
+
+
+@njit(cache=True)
+def _gather_spans(buf, st, ln, base, out, offsets, valid):  # pragma: no cover - numba
+    """Like ``_gather_cols`` for absolute spans (``st`` -1 where absent)."""
+    k, m = st.shape
+    cur = np.zeros(k, np.int64)
+    for r in range(m):  # row by row: a row's values lie in the same message
+        for j in range(k):
+            offsets[j, r] = cur[j]
+            a = st[j, r]
+            valid[j, r] = a >= 0
+            if a >= 0:
+                n = ln[j, r]
+                p = base[j] + cur[j]
+                for q in range(n):
+                    out[p + q] = buf[a + q]
+                cur[j] += n
+    for j in range(k):
+        offsets[j, m] = cur[j]
+
+
+class _Gathered:
+    """k string columns of m rows in one byte buffer (column j from ``base[j]``), with their
+    offsets (k, m + 1) and validity (k, m)."""
+
+    def __init__(self, total: np.ndarray, m: int) -> None:
+        k = total.shape[0]
+        self.total = total
+        self.attrs: pa.MapArray | None = None
+        self.base = np.zeros(k, np.int64)
+        if k:
+            np.cumsum(total[:-1], out=self.base[1:])
+        self.data = np.empty(int(total.sum()), np.uint8)
+        big = k and int(total.max()) >= 2**31 - 1
+        self.offsets = np.empty((k, m + 1), np.int64 if big else np.int32)
+        self.valid = np.empty((k, m), np.bool_)
+
+    def arrays(self) -> list[pa.Array]:
+        out = []
+        m = self.valid.shape[1]
+        for j in range(self.total.shape[0]):
+            valid = self.valid[j]
+            mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+            data = pa.py_buffer(self.data[self.base[j] : self.base[j] + self.total[j]])
+            offsets = pa.py_buffer(self.offsets[j])
+            if self.offsets.dtype == np.int32:  # the usual case: plain string offsets
+                out.append(pa.StringArray.from_buffers(m, offsets, data, mask))
+            else:
+                out.append(pa.LargeStringArray.from_buffers(m, offsets, data, mask)
+                           .cast(pa.string()))
+        return out
+
+
+def _gather_rows(buf, rs, vs, vl, cols, rows, names: list[str] | None = None) -> _Gathered:
+    """Columns ``cols`` of ``rows`` in one pass; with ``names``, also their ``attrs`` map
+    (``map<string, string>``, as ``connectors.base.attrs_map`` builds it)."""
+    cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
+    total, count = _col_sizes(vs, vl, cols, rows)
+    g = _Gathered(total, rows.shape[0])
+    if names is None:
+        _gather_cols(buf, rs, vs, vl, cols, rows, g.base, g.data, g.offsets, g.valid)
+        return g
+    encoded = [x.encode() for x in names]
+    name_len = np.array([len(x) for x in encoded], np.int64)
+    name_off = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum(name_len, out=name_off[1:])
+    name_bytes = np.frombuffer(b"".join(encoded), np.uint8).copy()
+    entries, kbytes, vbytes = int(count.sum()), int(count @ name_len), int(total.sum())
+    off_type = np.int32 if max(kbytes, vbytes) < 2**31 - 1 else np.int64
+    moff = np.empty(rows.shape[0] + 1, np.int32)
+    koff, voff = np.empty(entries + 1, off_type), np.empty(entries + 1, off_type)
+    kdata, vdata = np.empty(kbytes, np.uint8), np.empty(vbytes, np.uint8)
+    _gather_attrs(buf, rs, vs, vl, cols, rows, g.base, g.data, g.offsets, g.valid, name_bytes,
+                  name_off, moff, koff, kdata, voff, vdata)
+    g.attrs = pa.MapArray.from_arrays(pa.array(moff), string_array(koff, kdata),
+                                      string_array(voff, vdata))
+    return g
+
+
+def _string_arrays(buf: np.ndarray, st: np.ndarray, ln: np.ndarray) -> list[pa.Array]:
+    """One Arrow string array per row of the (k, m) spans ``st``/``ln`` (null where st < 0)."""
+    g = _Gathered(_span_sizes(st, ln), st.shape[1])
+    _gather_spans(buf, st, ln, g.base, g.data, g.offsets, g.valid)
+    return g.arrays()
+
+
+@njit(cache=True)
+def _times(buf, rs, vs, vl, n):  # pragma: no cover - numba
+    """Per row: the message time (log prefix, else TransactTime(60), else SendingTime(52); NAT
+    when none parses) and the first of 60 / 52 present but malformed (0 when none)."""
+    key = np.full(n, NAT, np.int64)
+    badtag = np.zeros(n, np.int32)
+    for i in range(n):
+        rel = vs[C_PREFIX, i]
+        if rel >= 0:  # "YYYYMMDD-HH:MM:SS.sss : "
+            a = rs[i] + rel
+            b = a + vl[C_PREFIX, i]
             while b > a and (buf[b - 1] == 32 or buf[b - 1] == 58 or buf[b - 1] == 9):
                 b -= 1
-        v = _fix_ts(buf, a, b)
-        out[k] = v
-        bad[k] = v == NAT
-    return out, bad
+            key[i] = _fix_ts(buf, a, b)
+        rel = vs[_C60, i]
+        if rel >= 0:
+            a = rs[i] + rel
+            v = _fix_ts(buf, a, a + vl[_C60, i])
+            if v == NAT:
+                badtag[i] = 60
+            elif key[i] == NAT:
+                key[i] = v
+        rel = vs[_C52, i]
+        if rel >= 0:
+            a = rs[i] + rel
+            v = _fix_ts(buf, a, a + vl[_C52, i])
+            if v == NAT:
+                if badtag[i] == 0:
+                    badtag[i] = 52
+            elif key[i] == NAT:
+                key[i] = v
+    return key, badtag
+
+
+# How ``_resolve`` fills each output column: steps (output, column, row, condition) tried in
+# order until one finds a value. Rows: the event row, the order's origin, its latest NEW/MODIFY,
+# the event's stitched confirmation. Conditions: always, the row is (not) a request, a fill.
+_R_EV, _R_ORG, _R_LAST, _R_CONF = range(4)
+_IF_ALWAYS, _IF_REQ, _IF_REPORT, _IF_FILL = range(4)
+
+
+def _trader_steps(row: int) -> list[tuple[int, int, int, int]]:
+    """Parties trader, else 50 of a request / 57 of a report, else 50 of a report (drop copies:
+    the venue puts the trader in 50), else 116."""
+    return [(O_TRADER, C_PARTY_TRADER, row, _IF_ALWAYS), (O_TRADER, _C57, row, _IF_REPORT),
+            (O_TRADER, _C50, row, _IF_ALWAYS), (O_TRADER, _C116, row, _IF_ALWAYS)]
+
+
+_RESOLVE_STEPS = np.array(
+    _trader_steps(_R_EV) + _trader_steps(_R_ORG) + [
+        (O_FIRM, C_PARTY_FIRM, _R_EV, _IF_ALWAYS), (O_FIRM, _C49, _R_EV, _IF_REQ),
+        (O_FIRM, _C56, _R_EV, _IF_REPORT),
+        (O_VENUE, _C30, _R_EV, _IF_ALWAYS), (O_VENUE, _C207, _R_EV, _IF_ALWAYS),
+        (O_VENUE, _C56, _R_EV, _IF_REQ), (O_VENUE, _C49, _R_EV, _IF_REPORT),
+        (O_ACCOUNT, _C1, _R_EV, _IF_ALWAYS), (O_ACCOUNT, _C1, _R_ORG, _IF_ALWAYS),
+        (O_SYMBOL, _C55, _R_EV, _IF_ALWAYS), (O_SYMBOL, _C55, _R_ORG, _IF_ALWAYS),
+        (O_SIDE, _C54, _R_EV, _IF_ALWAYS), (O_SIDE, _C54, _R_ORG, _IF_ALWAYS),
+        (O_PRICE, _C44, _R_EV, _IF_ALWAYS), (O_PRICE, _C44, _R_LAST, _IF_ALWAYS),
+        (O_QTY, _C38, _R_EV, _IF_ALWAYS), (O_QTY, _C38, _R_LAST, _IF_ALWAYS),
+        (O_LEAVES, _C151, _R_EV, _IF_ALWAYS), (O_LEAVES, _C151, _R_CONF, _IF_ALWAYS),
+        (O_EXQTY, _C32, _R_EV, _IF_FILL), (O_EXPX, _C31, _R_EV, _IF_FILL),
+    ], np.int64)  # fmt: skip
+
+
+@njit(cache=True)
+def _resolve(rs, vs, vl, steps, rows, req, is_fill):  # pragma: no cover - numba
+    """The value span of every output column (``O_*``) of each event: ``rows`` (4, m) holds the
+    event's row, its order's origin, latest NEW/MODIFY and stitched confirmation (``_R_*``),
+    ``req`` (2, m) whether the event row / origin row is a request; see ``_RESOLVE_STEPS``."""
+    m = rows.shape[1]
+    st = np.full((N_OUT, m), -1, np.int64)
+    ln = np.zeros((N_OUT, m), np.int32)
+    for k in range(m):
+        for q in range(steps.shape[0]):
+            out = steps[q, 0]
+            if st[out, k] >= 0:
+                continue
+            which = steps[q, 2]
+            cond = steps[q, 3]
+            if cond != _IF_ALWAYS:
+                if cond == _IF_FILL:
+                    if not is_fill[k]:
+                        continue
+                else:  # a request (or a report) by the row's own message type
+                    r = req[1, k] if which == _R_ORG else req[0, k]
+                    if r != (cond == _IF_REQ):
+                        continue
+            row = rows[which, k]
+            col = steps[q, 1]
+            rel = vs[col, row]
+            if rel >= 0:
+                st[out, k] = rs[row] + rel
+                ln[out, k] = vl[col, row]
+    return st, ln
+
+
+@njit(cache=True)
+def _numbers(buf, st, ln):  # pragma: no cover - numba
+    """Plain decimals (``[+-]?digits[.digits]``, at most 15 digits) to float64, exactly as a
+    correctly rounded parse gives them (an integer below 2**53 divided by an exact power of
+    ten). State per value: 0 parsed, 1 missing (absent or empty), 2 anything else (left to
+    ``parse_number``)."""
+    k, m = st.shape
+    vals = np.full((k, m), np.nan)
+    state = np.zeros((k, m), np.int8)
+    for j in range(k):
+        for r in range(m):
+            a = st[j, r]
+            n = ln[j, r]
+            if a < 0 or n == 0:
+                state[j, r] = 1
+                continue
+            p, e = a, a + n
+            neg = buf[p] == 45
+            if neg or buf[p] == 43:
+                p += 1
+            mant = 0
+            ndig = 0
+            nint = 0
+            nfrac = 0
+            dot = False
+            ok = True
+            while p < e:
+                c = buf[p]
+                if 48 <= c <= 57:
+                    ndig += 1
+                    if ndig > 15:
+                        ok = False
+                        break
+                    mant = mant * 10 + (c - 48)
+                    if dot:
+                        nfrac += 1
+                    else:
+                        nint += 1
+                elif c == 46 and not dot:
+                    dot = True
+                else:
+                    ok = False
+                    break
+                p += 1
+            if not ok or nint == 0 or (dot and nfrac == 0):
+                state[j, r] = 2
+                continue
+            v = float(mant)
+            if nfrac:
+                v = v / _POW10[nfrac]
+            vals[j, r] = -v if neg else v
+    return vals, state
+
+
+@njit(cache=True)
+def _byte_codes(buf, rs, vs, vl, cols):  # pragma: no cover - numba
+    """Single-character values as their byte (0 when absent, 255 when not one byte), per
+    column of ``cols``."""
+    n = rs.shape[0]
+    out = np.zeros((cols.shape[0], n), np.uint8)
+    for i in range(n):
+        for j in range(cols.shape[0]):
+            c = cols[j]
+            rel = vs[c, i]
+            if rel >= 0:
+                out[j, i] = buf[rs[i] + rel] if vl[c, i] == 1 else 255
+    return out
 
 
 @njit(cache=True)
@@ -641,43 +969,22 @@ _EXEC_TYPES = set(b"0123456789ABCDEFGHI")
 _SESSION = set(b"012345A")
 
 
-def _byte_code(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Single-character values as their byte (0 when absent, 255 when longer than one byte)."""
-    out = np.zeros(s.shape[0], np.uint8)
-    one = (s >= 0) & (e - s == 1)
-    out[one] = buf[s[one]]
-    out[(s >= 0) & (e - s != 1)] = 255
-    return out
-
-
 class _Spans:
-    """Value spans of every record; turns a column (for selected rows) into Arrow strings."""
+    """Value spans of every record; turns columns (for selected rows) into Arrow strings."""
 
     def __init__(self, buf, rs, vs, vl):
         self.buf, self.rs, self.vs, self.vl = buf, rs, vs, vl
 
-    def span(self, col: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Absolute (start, end) of column ``col`` for ``rows`` (start -1 where absent)."""
-        rel = self.vs[col] if rows is None else self.vs[col, rows]
-        ln = self.vl[col] if rows is None else self.vl[col, rows]
-        base = self.rs if rows is None else self.rs[rows]
-        start = np.where(rel >= 0, base + rel, -1)
-        return start, start + ln
+    def gather(self, cols, rows: np.ndarray, names: list[str] | None = None) -> _Gathered:
+        """Columns ``cols`` of ``rows`` gathered in one pass (with ``names``: and their attrs
+        map)."""
+        return _gather_rows(self.buf, self.rs, self.vs, self.vl, cols, rows, names)
+
+    def columns(self, cols, rows: np.ndarray) -> list[pa.Array]:
+        return self.gather(cols, rows).arrays()
 
     def strings(self, col: int, rows: np.ndarray) -> pa.Array:
-        s, e = self.span(col, rows)
-        data, offsets = _gather_spans(self.buf, s, e)
-        valid = s >= 0
-        mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-        if offsets[-1] < 2**31 - 1:  # the usual case: plain string offsets, no copy
-            return pa.StringArray.from_buffers(
-                len(rows), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), mask
-            )
-        arr = pa.LargeStringArray.from_buffers(
-            len(rows), pa.py_buffer(offsets), pa.py_buffer(data), mask
-        )
-        return arr.cast(pa.string())
-
+        return self.columns([col], rows)[0]
 
 
 def _encode(*arrays: pa.Array) -> tuple[list[np.ndarray], pa.Array]:
@@ -691,10 +998,6 @@ def _encode(*arrays: pa.Array) -> tuple[list[np.ndarray], pa.Array]:
         out.append(codes[pos : pos + len(a)])
         pos += len(a)
     return out, enc.dictionary
-
-
-def _coalesce(*arrays: pa.Array) -> pa.Array:
-    return pc.coalesce(*arrays)
 
 
 class FixConnector:
@@ -721,7 +1024,11 @@ class FixConnector:
         """
         data = Path(path).read_bytes()
         buf = np.frombuffer(data, dtype=np.uint8)
-        scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX)
+        scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
+                         np.zeros(0, np.int16), 2**15 - 1)  # 16-bit spans: half the memory
+        if scan[7] < 0:  # a record of 32 KiB or more: 32-bit spans
+            scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
+                             np.zeros(0, np.int32), 2**31 - 1)
         return self._read_scan(buf, scan, path, source, carry, tail_limit)
 
     def _read_scan(self, buf, scan, path, source, carry, tail_limit) -> ReadResult:
@@ -749,7 +1056,7 @@ class FixConnector:
         allrows = np.arange(n)
         ok = rstat == OK
         c35 = COL[35]
-        mt = _byte_code(buf, *sp.span(c35))
+        mt, et, st, etrans = _byte_codes(buf, rs, vs, vl, _CODE_COLS)
         no35 = ok & (vs[c35] < 0)
         reject(np.flatnonzero(no35), "missing_value", "35", "fix:parse")
         ok &= ~no35
@@ -762,20 +1069,17 @@ class FixConnector:
         mclass[np.isin(mt, list(_SESSION))] = M_SESSION
 
         # 2. exec type (150, else OrdStatus 39 for FIX 4.0/4.1), ExecTransType (20) != 0 ignored
-        et = _byte_code(buf, *sp.span(COL[150]))
-        st = _byte_code(buf, *sp.span(COL[39]))
         et = np.where(et == 0, st, et)
         et[(et != 0) & (et != 255) & ~np.isin(et, list(_EXEC_TYPES))] = 255
-        etrans = _byte_code(buf, *sp.span(COL[20]))
         ignore_et = (etrans != 0) & (etrans != ord("0"))
 
         # 3. identifiers and stitching (from the carried state of earlier chunks, if any)
-        ids = [sp.strings(COL[t], allrows) for t in (11, 41, 37)]
-        ex17 = sp.strings(COL[17], allrows)
+        *ids, ex17 = sp.columns([COL[11], COL[41], COL[37], COL[17]], allrows)
         state = _StitchState.build(ids, ex17, carry, n)
         # stitched in time order: a log written out of order (a report before the acknowledgement
         # it follows) must not orphan the later message; file order among equal times
-        perm = self._time_order(buf, sp, n)
+        times, tsbad = _times(buf, rs, vs, vl, n)
+        perm = self._time_order(times)
         if state.virtual:  # carried chains: virtual rows after the real ones (see FixCarry)
             sp = state.spans(buf, rs, vs, vl)
         ext = state.extend
@@ -822,13 +1126,9 @@ class FixConnector:
         # 4. convert event rows
         full_class = ext(mclass, state.vclass)
         ev = np.flatnonzero(np.isin(action, list(_ACTION_EVENT)))
-        events, extras = self._convert(sp, sp.buf, ev, action, full_class, mroot, morigin, mlast,
-                                       link, state.dictionary, reject)  # fmt: skip
+        events, extras_table = self._convert(sp, ev, action, full_class, mroot, morigin, mlast,
+                                             link, state.dictionary, times, tsbad, reject)
         kept = events.pop("__rows")
-        extras_table = pa.table({k: v.filter(pa.array(extras["__keep"])) for k, v in
-                                 extras.items() if k != "__keep"})  # fmt: skip
-        events["attrs"] = attrs_map({n: extras_table.column(n) for n in
-                                     extras_table.column_names}, len(kept))  # fmt: skip
         table = self._table(events, source, rs, rline, kept)
 
         quarantine, reasons = self._quarantine(source, path, buf, rs, re_, rline, q_idx, q_reason,
@@ -845,47 +1145,25 @@ class FixConnector:
         return result
 
     @staticmethod
-    def _time_order(buf, sp, n: int) -> np.ndarray | None:
-        """A stable permutation into time order (log prefix, else 60, else 52; a message without
-        a time keeps its place after its predecessor), or None when the file is in order."""
-        key = np.full(n, NAT, np.int64)
-        for col, is_prefix in ((C_PREFIX, True), (COL[60], False), (COL[52], False)):
-            ts, _ = _ts_spans(buf, *sp.span(col), is_prefix)
-            take = (key == NAT) & (ts != NAT)
-            key[take] = ts[take]
-        has = key != NAT
+    def _time_order(times: np.ndarray) -> np.ndarray | None:
+        """A stable permutation into time order (log prefix, else 60, else 52: ``times``; a
+        message without a time keeps its place after its predecessor), or None when the file
+        is in order."""
+        n = times.shape[0]
+        has = times != NAT
         if not has.any():
             return None
         last = np.maximum.accumulate(np.where(has, np.arange(n), -1))  # latest row with a time
-        key = np.where(last >= 0, key[np.maximum(last, 0)], key[has][0])
+        key = np.where(last >= 0, times[np.maximum(last, 0)], times[has][0])
         if (np.diff(key) >= 0).all():
             return None
         return np.argsort(key, kind="stable")
 
     # -----------------------------------------------------------------------------------------
-    def _convert(self, sp, buf, ev, action, mclass, mroot, morigin, mlast, link, dictionary,
-                 reject):  # fmt: skip
+    def _convert(self, sp, ev, action, mclass, mroot, morigin, mlast, link, dictionary, times,
+                 tsbad, reject):  # fmt: skip
         m = len(ev)
         failed = np.zeros(m, bool)
-        req = np.isin(mclass[ev], (M_D, M_F, M_G))
-        req_a = pa.array(req)
-        org = np.where(morigin[ev] >= 0, morigin[ev], ev)
-        org_req = pa.array(np.isin(mclass[org], (M_D, M_F, M_G)))
-        # confirmation of each event row (the last stitched report pointing to it)
-        conf = np.full(len(mclass), -1, np.int64)
-        has = link >= 0
-        conf[link[has]] = np.flatnonzero(has)
-        evconf = conf[ev]
-
-        cache: dict[int, pa.Array] = {}
-
-        def s(tag, rows=ev):
-            col = COL[tag]
-            if rows is not ev:
-                return sp.strings(col, rows)
-            if col not in cache:  # each tag of the event rows is gathered once
-                cache[col] = sp.strings(col, ev)
-            return cache[col]
 
         def fail(mask, reason, field):
             new = mask & ~failed
@@ -894,66 +1172,38 @@ class FixConnector:
                 failed[:] |= new
 
         # timestamps: log prefix > TransactTime(60) > SendingTime(52)
-        best = np.full(m, NAT, np.int64)
-        any_bad_field = np.full(m, "", object)
-        for col, is_prefix, tag in ((C_PREFIX, True, None), (COL[60], False, "60"),
-                                    (COL[52], False, "52")):  # fmt: skip
-            ts, bad = _ts_spans(buf, *sp.span(col, ev), is_prefix)
-            take = (best == NAT) & (ts != NAT)
-            best[take] = ts[take]
-            if tag is not None:
-                any_bad_field[bad & (any_bad_field == "")] = tag
+        best, bad_tag = times[ev], tsbad[ev]
         no_ts = best == NAT
-        for tag in ("60", "52"):
-            fail(no_ts & (any_bad_field == tag), "bad_timestamp", tag)
+        for tag in (60, 52):
+            fail(no_ts & (bad_tag == tag), "bad_timestamp", str(tag))
         fail(no_ts, "missing_value", "52")
 
-        def with_origin(values_ev, values_org):
-            return pc.coalesce(values_ev, values_org)
-
-        def trader(rows, is_req):
-            s50 = s(50, rows)
-            return pc.coalesce(
-                sp.strings(C_PARTY_TRADER, rows),
-                pc.if_else(is_req, s50, s(57, rows)),
-                s50,  # drop copies: the venue puts the trader in 50
-                s(116, rows),
-            )
-
-        trader_v = with_origin(trader(ev, req_a), trader(org, org_req))
-        fail(np.asarray(pc.is_null(trader_v)), "missing_value", "50")
-        firm_v = pc.coalesce(
-            sp.strings(C_PARTY_FIRM, ev),
-            pc.if_else(req_a, s(49), s(56)),
-        )
-        venue_v = pc.coalesce(s(30), s(207), pc.if_else(req_a, s(56), s(49)))
-        account_v = with_origin(s(1), s(1, org))
-        symbol_v = with_origin(s(55), s(55, org))
-        fail(np.asarray(pc.is_null(symbol_v)), "missing_value", "55")
-        side_raw = with_origin(s(54), s(54, org))
-        side_key = pc.utf8_trim_whitespace(side_raw)
-        idx = pc.index_in(side_key, value_set=pa.array(list(FIX_SIDES)))
-        side_v = pc.take(pa.array(list(FIX_SIDES.values())), idx)
-        fail(np.asarray(pc.is_null(side_raw)), "missing_value", "54")
-        fail(np.asarray(pc.is_null(idx)), "unknown_token", "54")
-
+        # every output column's value span: the row's own, else the order's (see _resolve)
+        req = np.isin(mclass[ev], (M_D, M_F, M_G))
+        org = np.where(morigin[ev] >= 0, morigin[ev], ev)
+        org_req = np.isin(mclass[org], (M_D, M_F, M_G))
+        conf = np.full(len(mclass), -1, np.int64)  # the last stitched report of each event row
+        has = link >= 0
+        conf[link[has]] = np.flatnonzero(has)
+        crow = np.where(conf[ev] >= 0, conf[ev], ev)
+        lrow = np.where(mlast[ev] >= 0, mlast[ev], ev)
         acts = action[ev]
         is_fill = acts == A_FILL
+        st, ln = _resolve(sp.rs, sp.vs, sp.vl, _RESOLVE_STEPS, np.stack([ev, org, lrow, crow]),
+                          np.stack([req, org_req]), is_fill)
+        fail(st[O_TRADER] < 0, "missing_value", "50")
+        fail(st[O_SYMBOL] < 0, "missing_value", "55")
+        side = self._sides(sp.buf, st[O_SIDE], ln[O_SIDE])
+        fail(st[O_SIDE] < 0, "missing_value", "54")
+        fail(side < 0, "unknown_token", "54")
+
+        vals, state = _numbers(sp.buf, st[O_PRICE:], ln[O_PRICE:])
         nums = {}
-        for name, tag in (("price", 44), ("qty", 38), ("leaves_qty", 151), ("exec_qty", 32),
-                          ("exec_price", 31)):  # fmt: skip
-            col = s(tag)
-            if name == "leaves_qty":  # from the stitched confirmation when the request lacks it
-                crow = np.where(evconf >= 0, evconf, ev)
-                col = pc.coalesce(col, s(tag, crow))
-            if name in ("price", "qty"):  # after the event: else the order's latest NEW/MODIFY
-                lrow = np.where(mlast[ev] >= 0, mlast[ev], ev)
-                col = pc.coalesce(col, s(tag, lrow))
-            if name in ("exec_qty", "exec_price"):
-                col = pc.if_else(pa.array(is_fill), col, pa.scalar(None, pa.string()))
-            vals, missing, bad = parse_number(col)
+        for j, (name, tag) in enumerate((("price", 44), ("qty", 38), ("leaves_qty", 151),
+                                         ("exec_qty", 32), ("exec_price", 31))):  # fmt: skip
+            arr, missing, bad = self._number(sp.buf, st[O_PRICE + j], ln[O_PRICE + j], vals[j],
+                                             state[j])  # fmt: skip
             fail(bad, "non_numeric", str(tag))
-            arr = vals.to_numpy(zero_copy_only=False).astype(float)
             with np.errstate(invalid="ignore"):
                 huge = ~np.isnan(arr) & ((np.abs(arr) > _MAX_ABS) | ((arr < 0) & (name != "price")))
             fail(huge, "impossible_value", str(tag))
@@ -961,31 +1211,65 @@ class FixConnector:
                 fail(missing & is_fill, "missing_value", str(tag))
             if name == "leaves_qty":  # LeavesQty is required in every ExecutionReport
                 fail(missing & (mclass[ev] == M_ER), "missing_value", str(tag))
-            nums[name] = vals
-        exec_qty = nums["exec_qty"].to_numpy(zero_copy_only=False)
-        fail(is_fill & (exec_qty == 0), "impossible_value", "32")
+            nums[name] = arr
+        fail(is_fill & (nums["exec_qty"] == 0), "impossible_value", "32")
 
+        # the kept rows: every string column (and the attrs map) gathered once, from the spans
         keep = ~failed
-        keep_a = pa.array(keep)
-        order_id = dictionary.take(pa.array(mroot[ev]))
+        rows = ev[keep]
+        text = [O_FIRM, O_TRADER, O_ACCOUNT, O_SYMBOL, O_VENUE]
+        firm, trader, account, symbol, venue = _string_arrays(
+            sp.buf, st[text][:, keep], ln[text][:, keep])
+        gathered = sp.gather([COL[t] for t in EXTRA_TAGS.values()], rows, list(EXTRA_TAGS))
+        extras = pa.table(dict(zip(EXTRA_TAGS, gathered.arrays(), strict=True)))
         cols = {
-            "ts": pa.array(best, pa.int64()).cast(TIMESTAMP),
-            "firm": firm_v,
-            "trader": trader_v,
-            "account": account_v,
-            "symbol": symbol_v,
-            "instrument": symbol_v,
-            "side": side_v,
-            "event": pa.array(_EVENT_NAMES[acts], pa.string()),
-            "order_id": order_id,
-            **nums,
-            "venue": venue_v,
+            "ts": pa.array(best[keep], pa.int64()).cast(TIMESTAMP),
+            "firm": firm,
+            "trader": trader,
+            "account": account,
+            "symbol": symbol,
+            "instrument": symbol,
+            "side": _SIDE_VALUES.take(pa.array(side[keep])),
+            "event": _EVENT_ARRAY.take(pa.array(acts[keep])),
+            "order_id": dictionary.take(pa.array(mroot[rows])) if rows.size else
+            pa.array([], pa.string()),
+            **{name: pa.array(v[keep], pa.float64(), mask=np.isnan(v[keep]))
+               for name, v in nums.items()},
+            "venue": venue,
+            "attrs": gathered.attrs,
+            "__rows": rows,
         }
-        cols = {k: v.filter(keep_a) for k, v in cols.items()}
-        cols["__rows"] = ev[keep]
-        extras = {name: s(tag) for name, tag in EXTRA_TAGS.items()}
-        extras["__keep"] = keep
         return cols, extras
+
+    @staticmethod
+    def _sides(buf, st, ln) -> np.ndarray:
+        """Index of each side value (trimmed) in ``FIX_SIDES``; -1 when absent or unknown."""
+        side = np.full(st.shape[0], -1, np.int64)
+        one = (st >= 0) & (ln == 1)
+        byte = buf[st[one]].astype(np.int64) - ord("1")
+        side[one] = np.where((byte >= 0) & (byte < len(FIX_SIDES)), byte, -1)
+        other = np.flatnonzero((st >= 0) & (ln != 1))
+        if other.size:  # anything but one byte: trimmed and looked up by Arrow
+            raw = _string_arrays(buf, st[None, other], ln[None, other])[0]
+            idx = pc.index_in(pc.utf8_trim_whitespace(raw), value_set=pa.array(list(FIX_SIDES)))
+            side[other] = idx.fill_null(-1).to_numpy(zero_copy_only=False)
+        return side
+
+    @staticmethod
+    def _number(buf, st, ln, vals, state) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values (NaN where null), missing and bad masks of one numeric column: plain decimals
+        from ``_numbers``, the rest through ``parse_number``."""
+        vals = vals.copy()
+        missing = state == 1
+        bad = np.zeros(st.shape[0], bool)
+        other = np.flatnonzero(state == 2)
+        if other.size:
+            raw = _string_arrays(buf, st[None, other], ln[None, other])[0]
+            v, miss, wrong = parse_number(raw)
+            vals[other] = v.to_numpy(zero_copy_only=False).astype(float)
+            missing[other] = miss
+            bad[other] = wrong
+        return vals, missing, bad
 
     def _table(self, cols, source, rs, rline, kept) -> pa.Table:
         k = len(kept)
@@ -994,7 +1278,7 @@ class FixConnector:
             if f.name in cols:
                 out[f.name] = cols[f.name]
             elif f.name == "source":
-                out[f.name] = pa.array([source] * k, pa.string())
+                out[f.name] = pa.repeat(pa.scalar(source, pa.string()), k)
             elif f.name == "offset":
                 out[f.name] = pa.array(rs[kept], pa.int64())
             elif f.name == "line":

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from connectors.fix import FixConnector
+from connectors.base import attrs_map
+from connectors.fix import FixConnector, _numbers
+from connectors.parse import parse_number
 from tests.connectors.fixgen import FIRM, fix, log
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fix"
@@ -173,3 +177,68 @@ def test_simulator_drop_copy_fix42_pipe():
             fill["exec_qty"], fill["exec_price"], fill["venue"]) == (
         165, "O010000000006", "M.IVANOVA", "SELL", 3, 2, 71.87, "XNYM")  # fmt: skip
     assert r.events.column("ts").cast("int64")[164].as_py() == 1795444202272511000
+
+
+def test_attrs_map_matches_a_per_row_reference():
+    """``attrs_map`` (one numba pass) against the obvious per-row construction: nulls, empty
+    values, sliced and chunked inputs, non-ASCII names and values."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        n, k = int(rng.integers(0, 30)), int(rng.integers(1, 6))
+        cols = {}
+        for j in range(k):
+            vals = [None if rng.random() < 0.4 else "é" * int(rng.integers(0, 3)) + str(j)
+                    for _ in range(n + 2)]
+            arr = pa.array(vals, pa.string()).slice(1, n)
+            cols[f"k{j}ü"] = pa.chunked_array([arr.slice(0, n // 2), arr.slice(n // 2)])
+        got = attrs_map(cols, n).to_pylist()
+        want = [[(name, col[r].as_py()) for name, col in cols.items() if col[r].is_valid]
+                for r in range(n)]
+        assert got == want
+
+
+def test_plain_decimals_parse_exactly_as_parse_number():
+    """The numba fast path for plain decimals gives ``parse_number``'s values bit for bit and
+    leaves everything else (exponents, spaces, text, long mantissas) to it."""
+    rng = np.random.default_rng(5)
+    texts = ["0", "-0", "+1", "1.", ".5", "00012.50", "1e3", " 7 ", "", "abc", "1.2.3", "-",
+             "123456789012345", "1234567890123456", "0.000000000000001", "99999999999999.9"]
+    for _ in range(3000):
+        digits = "".join(rng.choice(list("0123456789"), int(rng.integers(1, 17))))
+        cut = int(rng.integers(0, len(digits) + 1))
+        sign = str(rng.choice(["", "-", "+"]))
+        texts.append(sign + (digits[:cut] + "." + digits[cut:] if cut < len(digits) else digits))
+    raw = "".join(texts).encode()
+    buf = np.frombuffer(raw, np.uint8)
+    lens = np.array([len(t.encode()) for t in texts], np.int32)
+    st = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    vals, state = _numbers(buf, st[None], lens[None])
+    got, missing, bad = FixConnector._number(buf, st, lens, vals[0], state[0])
+    want, want_missing, want_bad = parse_number(pa.array(texts, pa.string()))
+    want = want.to_numpy(zero_copy_only=False).astype(float)
+    assert np.array_equal(missing, want_missing) and np.array_equal(bad, want_bad)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.array_equal(got[ok].view(np.int64), want[ok].view(np.int64))  # incl. -0.0
+    assert (state[0] == 0).sum() > 2000  # the fast path takes the plain ones
+
+
+def test_attrs_column_is_the_extras_as_a_map():
+    for name in ("session.log", "fix44_pipe.txt", "hostile.txt", "sim_fix42_pipe.log"):
+        r = read(DATA / name)
+        want = attrs_map({c: r.extras.column(c) for c in r.extras.column_names},
+                         r.events.num_rows)
+        assert r.events.column("attrs").combine_chunks().equals(want)
+
+
+def test_record_longer_than_16_bit_spans(tmp_path):
+    """A record of 32 KiB or more is scanned again with 32-bit spans: same events."""
+    fields = [(35, "D"), *FIRM, (52, "20240105-17:00:00"), (11, "L1"), (38, "1"), (44, "5"),
+              (54, "1"), (55, "ABC")]  # fmt: skip
+    short, long_ = tmp_path / "short.log", tmp_path / "long.log"
+    short.write_text(log("20240105-17:00:00.000", fix(fields, delim="\x01")) + "\n")
+    long_.write_text(log("20240105-17:00:00.000", fix([*fields, (58, "x" * 40000)],
+                                                      delim="\x01")) + "\n")  # fmt: skip
+    a, b = read(short), read(long_)
+    assert b.accepted == 1 and b.extras.num_rows == 1
+    assert a.events.drop_columns(["source"]).equals(b.events.drop_columns(["source"]))
