@@ -325,14 +325,17 @@ def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, pa
 
 
 def _ray_map_runner(ray):
-    """Run the spool's map tasks as Ray tasks (the accounts table is put once)."""
+    """Run the spool's map tasks and the split of the market data into tapes as Ray tasks
+    (the accounts table is put once): all of the day's heavy work runs on Ray's CPUs."""
     remote = ray.remote(spool_map)
+    tapes = ray.remote(context.tapes)
 
-    def submit(jobs: list[tuple]):
+    def submit(jobs: list[tuple], market: pa.Table | None):
         accounts = jobs[0][1] if jobs else None
         shared = ray.put(accounts) if accounts is not None else None
+        tapes_ref = tapes.remote(market)  # first: the longest single task of a big day
         refs = [remote.remote(src, shared, *rest) for src, _, *rest in jobs]
-        return lambda: ray.get(refs)
+        return lambda: (ray.get(refs), ray.get(tapes_ref))
 
     return submit
 

@@ -446,8 +446,10 @@ def _remapped(rec: pa.RecordBatch, remap: dict[str, np.ndarray] | None) -> pa.Re
     return pa.RecordBatch.from_arrays(arrays, schema=rec.schema)
 
 
-#: submits ``spool_map`` jobs (argument tuples) and returns a function collecting their outputs
-MapRunner = Callable[[list[tuple]], Callable[[], list[MapOutput]]]
+#: submits the ``spool_map`` jobs (argument tuples) and the day's market data to split into
+#: tapes, and returns a function collecting (the maps' outputs, the tapes)
+MapRunner = Callable[[list[tuple], pa.Table | None],
+                     Callable[[], tuple[list[MapOutput], context.Tapes]]]
 
 
 def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
@@ -455,9 +457,9 @@ def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
               groups: dict[tuple[str, ...], list[str]], n: int, spool: Path,
               batch_rows: int = 1 << 20, maps: int = 1,
               runner: MapRunner | None = None) -> SpooledDay:
-    """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, run by
-    ``runner`` (default: one after the other in this process); the market tapes are built here
-    while the maps run."""
+    """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, and
+    build the market tapes, run by ``runner`` (default: one after the other in this
+    process)."""
     plans = plan_partitions(instrument_rows(orders), n, list(groups)) if n > 1 else [
         GroupPlan(keys, 1, {}) for keys in groups]
     jobs = [(src, accounts, plans, str(spool), m, batch_rows)
@@ -466,7 +468,5 @@ def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
         outputs = [spool_map(*job) for job in jobs]
         tapes = context.tapes(market)
     else:
-        collect = runner(jobs)
-        tapes = context.tapes(market)
-        outputs = collect()
+        outputs, tapes = runner(jobs, market)()
     return merge_maps(outputs, tapes, market_params, groups)
