@@ -46,7 +46,12 @@ import bench_detectors as bd  # noqa: E402
 
 from appliance import context, pipeline, spool  # noqa: E402
 from appliance.detectors import REGISTRY  # noqa: E402
-from appliance.detectors.common import adaptive_gaps, dict_codes, gap_grouping  # noqa: E402
+from appliance.detectors.common import (  # noqa: E402
+    adaptive_gaps,
+    composite,
+    dict_codes,
+    gap_grouping,
+)
 
 COLS = ["n_events", "n_orders", "duration_s", "cancel_ratio", "msgs_per_s", "order_to_fill"]
 
@@ -86,6 +91,8 @@ def numba_basic(ev: pa.Table, gaps: dict[str, int], default_gap: int):
     event = np.asarray(pc.fill_null(pc.index_in(ev.column("event"), value_set=pa.array(
         ["NEW", "MODIFY", "CANCEL", "FILL", "REJECT"])), -1).to_numpy(), dtype=np.int8)
     b = SimpleNamespace(ts=ts, codes=codes, names=names)
+    tord = np.argsort(ts, kind="stable")
+    b.key_order = lambda keys: tord[np.argsort(composite(b, keys)[tord], kind="stable")]
     g = gap_grouping(b, ("trader", "instrument"), gaps, default_gap)
     m = _basic(g.idx, g.starts, ts, event)
     tr = np.array(names["trader"], object)[codes["trader"][g.name_row]]
