@@ -142,6 +142,9 @@ SPEC: dict[str, dict[str, Key]] = {
                                  minimum=64),
         "chunk_bytes": Key(int, 8 << 20, "largest chunk of complete lines ingested (and "
                            "committed) at once", minimum=256),
+        "hold_seconds": Key((int, float), 60.0, "FIX: a tail of unanswered requests is held "
+                            "back until answered, at most this long (0 = never held)",
+                            minimum=0.0),
         "sources": Key(list, (), "followed directories: one [[tee.sources]] table each",
                        items=TEE_SOURCE),
     },

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from appliance import reference, store
-from appliance.clean import CleanContext, apply_steps, etl_version
+from appliance.clean import CleanContext, apply_steps, etl_version, resends
 from appliance.config import Config
 from appliance.schema import QUARANTINE
 from appliance.timefmt import now_iso
@@ -118,14 +118,13 @@ def _clean_rejects(path: Path, fid: str, events: pa.Table, rejected,
     return pa.concat_tables(parts), reasons
 
 
-#: Formats read in chunks when a file is larger than ``ingest.chunk_bytes``. ``vendor`` and
-#: ``lobster`` are read whole: a vendor mapping may skip lines, detect a header and deduplicate
-#: identical lines over the whole file; a LOBSTER message file is read together with its
-#: order-book sibling line by line.
-CHUNKED = frozenset({"csv", "md-csv", "fix", "cat-json"})
-#: Chunked formats whose records depend on earlier records (order chains, duplicates): their
-#: chunks are read in order, each with the state (``carry``) the previous one left.
-STATEFUL = frozenset({"fix", "cat-json"})
+#: Formats read in chunks when a file is larger than ``ingest.chunk_bytes``. ``lobster`` is read
+#: whole: a LOBSTER message file is read together with its order-book sibling line by line.
+CHUNKED = frozenset({"csv", "md-csv", "fix", "cat-json", "vendor"})
+#: Chunked formats whose records depend on earlier records (order chains, duplicates; vendor:
+#: skipped lines, the header and duplicate lines, see ``VendorCarry``): their chunks are read in
+#: order, each with the state (``carry``) the previous one left.
+STATEFUL = frozenset({"fix", "cat-json", "vendor"})
 
 
 def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: str,
@@ -164,7 +163,7 @@ def ingest_files(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str,
                        symbology=reference.current(con, "symbology"))
     reports: list[FileReport] = []
     for path in paths:
-        plan = _plan(path, fmt, chunk)
+        plan = _plan(path, fmt, chunk, connector)
         report = FileReport(str(path), plan.fid, fmt, "ingested")
         known = list(store.rows(con, "SELECT * FROM files WHERE sha256 = ?", (plan.sha,)))
         if known:
@@ -195,6 +194,7 @@ class _Plan:
     chunk_bytes: int
     ranges: list[tuple[int, int, int]]  # (start, end, first line) of each chunk
     preamble: bytes  # the header (CSV) parsed in front of every chunk but the first
+    mapping: Any = None  # vendor: the mapping that applies to the file (sidecar resolved)
 
 
 def _line_ends(data: bytes, fmt: str) -> int:
@@ -205,11 +205,23 @@ def _line_ends(data: bytes, fmt: str) -> int:
     return n
 
 
-def _plan(path: Path, fmt: str, chunk_bytes: int) -> _Plan:
+def _plan(path: Path, fmt: str, chunk_bytes: int, connector=None) -> _Plan:
     """One streaming pass: the file's SHA-256 and its chunks of complete lines (the tee's
-    ``complete_lines``), with the first line number of each. Memory: one chunk."""
+    ``complete_lines``), with the first line number of each. Memory: one chunk.
+
+    A connector with a mapping (``vendor``) is bound to ``path`` on a copy: chunks are read from
+    temporary files, where no sidecar mapping sits, and the mapping decides ``connector.kind``
+    (set here, per file, for the chunked path that never calls ``connector.read``)."""
     from appliance.tee import HEADER_FORMATS, _first_record_split, _Plain, complete_lines
 
+    mapping = None
+    if hasattr(connector, "bind"):
+        bound = type(connector)(connector.mapping)
+        try:
+            bound.bind(path)
+            mapping, connector.kind = bound.mapping, bound.kind
+        except InputRefused:
+            pass  # no or a bad mapping: reading the file whole refuses it with the reason
     digest = hashlib.sha256()
     ranges: list[tuple[int, int, int]] = []
     preamble = b""
@@ -218,7 +230,8 @@ def _plan(path: Path, fmt: str, chunk_bytes: int) -> _Plan:
         start, line = 0, 1
         while (data := complete_lines(reader, start, chunk_bytes, at_eof=True)) is not None:
             digest.update(data)
-            if not ranges and fmt in HEADER_FORMATS:
+            # a stateful format's carry holds its header (vendor), it needs no preamble
+            if not ranges and fmt in HEADER_FORMATS and fmt not in STATEFUL:
                 preamble = _first_record_split(data, True)[0] or b""
             ranges.append((start, start + len(data), line))
             start += len(data)
@@ -226,9 +239,11 @@ def _plan(path: Path, fmt: str, chunk_bytes: int) -> _Plan:
     finally:
         reader.close()
     sha = digest.hexdigest()
-    if fmt in HEADER_FORMATS and not preamble and len(ranges) > 1:
+    if fmt in HEADER_FORMATS and fmt not in STATEFUL and not preamble and len(ranges) > 1:
         ranges = [(0, start, 1)]  # no header in the first chunk: read the file whole
-    return _Plan(path, fmt, sha, sha[:16], start, chunk_bytes, ranges, preamble)
+    if fmt in STATEFUL and len(ranges) > 1 and hasattr(connector, "bind") and mapping is None:
+        ranges = [(0, start, 1)]  # no usable mapping: the whole-file read refuses the file
+    return _Plan(path, fmt, sha, sha[:16], start, chunk_bytes, ranges, preamble, mapping)
 
 
 @dataclass
@@ -243,6 +258,8 @@ class _ChunkOut:
     reasons: Counter = field(default_factory=Counter)
     dates: dict[str, int] = field(default_factory=dict)  # trade date -> rows in its part
     quarantine: bool = False
+    span: tuple[int, int] = (0, 0)  # the bytes its lines came from (raw evidence of resends)
+    indexed: int = 0  # rows in its resend index (appliance.clean.resends), -1: none written
 
 
 def _parts_dir(cfg: Config, fid: str) -> Path:
@@ -259,8 +276,13 @@ def read_range(connector, data: bytes, *, path: Path, fid: str, start: int, firs
     """Read ``data``, the complete lines [start, start + len(data)) of ``path`` (whose line
     ``first_line`` starts at ``start``), as file ``fid``; ``preamble`` (a CSV header line) is
     parsed in front of them when they do not begin the file, and not counted. Provenance is
-    relative to ``path``. ``kwargs`` go to ``connector.read`` (``carry``, ``tail_limit``)."""
-    prefix = preamble or b""
+    relative to ``path``. ``kwargs`` go to ``connector.read`` (``carry``, ``tail_limit``); a
+    carry holds what the connector needs of earlier lines (vendor: the header), so no preamble
+    is parsed with one. A mapping-driven connector (vendor) is bound to ``path`` first: the
+    temporary file has no sidecar mapping next to it."""
+    prefix = (preamble or b"") if kwargs.get("carry") is None else b""
+    if hasattr(connector, "bind") and connector.mapping is None:
+        connector.bind(path)
     tmp = tmp_dir / f"{fid}-{start}-{os.getpid()}.lines"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -317,7 +339,17 @@ def _chunk_work(cfg: Config, connector, path: Path, fid: str, k: int, data: byte
         _write_parquet(quarantine.sort_by([("offset", "ascending")]),
                        _part(cfg, fid, "quarantine", k))
         out.quarantine = True
+    out.span, out.indexed = (start, start + len(data)), -1
+    if resends.applies(connector.kind):  # resends of rows kept by other chunks: found later
+        index = resends.build_index(kept, dates, k)
+        _index_path(cfg, fid, k).parent.mkdir(parents=True, exist_ok=True)
+        np.save(_index_path(cfg, fid, k), index)  # scratch like the parts: no fsync needed
+        out.indexed = index.shape[1]
     return out, result
+
+
+def _index_path(cfg: Config, fid: str, k: int) -> Path:
+    return _parts_dir(cfg, fid) / f"resends-{k:06d}.npy"
 
 
 def _read_slice(path: Path, start: int, end: int) -> bytes:
@@ -338,11 +370,24 @@ def _run_chunk(cfg: Config, fmt: str, mapping, plan: _Plan, k: int,
 
 def _run_stateful(cfg: Config, fmt: str, plan: _Plan, ctx: CleanContext) -> list[_ChunkOut]:
     """Every chunk of a stateful format, in order, each with the previous one's carry. A FIX
-    chunk may stop early (``tail_limit``) so that a request and its answer share a chunk."""
+    chunk may stop early (``tail_limit``) so that a request and its answer share a chunk.
+
+    A headerless delimited vendor file is parsed with its first chunk's most common field count;
+    when the whole file's turns out different (``VendorCarry.exact``), the chunks are read again
+    with that one (rare: the part files of the first pass are overwritten, same names)."""
+    outs, carry = _stateful_pass(cfg, fmt, plan, ctx, _empty_carry(fmt))
+    if hasattr(carry, "exact") and not carry.exact():
+        outs, carry = _stateful_pass(cfg, fmt, plan, ctx,
+                                     carry_class(fmt)(width=int(carry.hist.argmax())))
+    return outs
+
+
+def _stateful_pass(cfg: Config, fmt: str, plan: _Plan, ctx: CleanContext,
+                   carry: Any) -> tuple[list[_ChunkOut], Any]:
     from appliance.tee import _Plain, complete_lines
 
-    connector = get_connector(fmt)
-    carry: Any = _empty_carry(fmt)
+    connector = get_connector(fmt, plan.mapping) if plan.mapping is not None else \
+        get_connector(fmt)
     outs: list[_ChunkOut] = []
     reader = _Plain(plan.path)
     try:
@@ -360,15 +405,29 @@ def _run_stateful(cfg: Config, fmt: str, plan: _Plan, ctx: CleanContext) -> list
             k += 1
     finally:
         reader.close()
-    return outs
+    return outs, carry
 
 
-def _empty_carry(fmt: str) -> Any:
+def carry_class(fmt: str) -> Any:
+    """The carry type of a format in ``STATEFUL``: ``empty()``, ``replay(deltas)`` and, after a
+    chunk, ``delta`` (a ``pa.Table`` the tee persists per committed range)."""
     if fmt == "fix":
         from connectors.fix import FixCarry
 
-        return FixCarry.empty()
-    return {}
+        return FixCarry
+    if fmt == "cat-json":
+        from connectors.cat_json import CatCarry
+
+        return CatCarry
+    if fmt == "vendor":
+        from connectors.vendor import VendorCarry
+
+        return VendorCarry
+    raise ValueError(f"{fmt}: not a stateful format")
+
+
+def _empty_carry(fmt: str) -> Any:
+    return carry_class(fmt).empty()
 
 
 def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
@@ -400,6 +459,8 @@ def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
     else:
         outs = [_run_chunk(cfg, fmt, mapping, plan, k, ctx) for k in range(len(plan.ranges))]
     outs.sort(key=lambda o: o.index)
+    if len(outs) > 1 and all(o.indexed >= 0 for o in outs):
+        _resends_across_chunks(cfg, plan, outs)
     reasons: Counter[str] = Counter()
     for o in outs:
         report.rows += o.rows
@@ -426,6 +487,86 @@ def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
             written, user, {"path": str(plan.path), "format": fmt, "rows": report.rows,
                             "chunks": len(outs)})
     shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)
+
+
+#: Fewest index entries a hash range (and a verification batch) of the resend check holds.
+RESEND_MIN_BUDGET = 1 << 16
+
+
+def _resends_across_chunks(cfg: Config, plan: _Plan, outs: list[_ChunkOut]) -> None:
+    """``drop_resent_duplicates`` across chunks: a kept row equal to one an earlier chunk kept
+    moves from its chunk's event part to its quarantine part, as the whole-file step would have
+    quarantined it; ``outs`` are updated. Memory: about one chunk — the chunks' memory-mapped
+    resend indexes are walked hash range by hash range, hash matches across chunks are read
+    back from the parts and compared in full in batches of about a chunk's rows (the verdicts
+    go to small files), then each chunk with resends has its affected parts rewritten."""
+    fid, by_k = plan.fid, {o.index: o for o in outs}
+    indexes = [resends.load_index(_index_path(cfg, fid, o.index)) for o in outs]
+    budget = max(max(o.indexed for o in outs), RESEND_MIN_BUDGET)
+    spill = _parts_dir(cfg, fid)
+
+    def parts(k: int) -> list[tuple[Path, int]]:
+        return [(_part(cfg, fid, f"events-{d}", k), n) for d, n in sorted(by_k[k].dates.items())]
+
+    def verify(batch: list[np.ndarray], b: int) -> None:
+        entries = np.concatenate(batch, axis=1)
+        order = np.lexsort((entries[2], entries[1]))  # chunks in file order: the first one wins
+        src, pos = entries[1][order], entries[2][order]
+        again = resends.later_repeats(resends.read_rows(parts, src, pos, resends.COLUMNS))
+        for k in np.unique(src[again]):
+            np.save(spill / f"dups-{int(k):06d}-{b:06d}.npy", pos[again & (src == k)])
+
+    batch: list[np.ndarray] = []
+    held = batches = 0
+    for entries in resends.buckets(indexes, budget):
+        found = resends.across_sources(entries)
+        if found.shape[1]:
+            batch.append(found)
+            held += found.shape[1]
+        if held >= budget:
+            verify(batch, batches)
+            batch, held, batches = [], 0, batches + 1
+    if batch:
+        verify(batch, batches)
+    del indexes
+    for o in outs:
+        found_files = sorted(spill.glob(f"dups-{o.index:06d}-*.npy"))
+        if found_files:
+            _drop_chunk_resends(cfg, plan, o, np.concatenate([np.load(f) for f in found_files]))
+
+
+def _drop_chunk_resends(cfg: Config, plan: _Plan, out: _ChunkOut, pos: np.ndarray) -> None:
+    """Move the kept rows at ``pos`` (positions in the chunk's day parts, in day order) of chunk
+    ``out`` to its quarantine part as ``duplicate``, with their raw lines from the input file."""
+    pos = np.sort(pos.astype(np.int64))
+    dropped, base = [], 0
+    for day, n in sorted(out.dates.items()):
+        a, b = np.searchsorted(pos, [base, base + n])
+        if b > a:
+            path = _part(cfg, plan.fid, f"events-{day}", out.index)
+            table = pq.read_table(path)
+            drop = np.zeros(n, bool)
+            drop[pos[a:b] - base] = True
+            dropped.append(table.filter(pa.array(drop)))
+            if b - a < n:
+                _write_parquet(table.filter(pa.array(~drop)), path)
+                out.dates[day] = n - (b - a)
+            else:  # every row of the part was a resend (its originals hold the trade date)
+                path.unlink()
+                del out.dates[day]
+        base += n
+    rows = pa.concat_tables(dropped)
+    quarantine, reasons = _clean_rejects(
+        plan.path, plan.fid, rows, [(np.arange(rows.num_rows), "duplicate", None, resends.STEP)],
+        lambda: (_read_slice(plan.path, *out.span), out.span[0]))
+    qpath = _part(cfg, plan.fid, "quarantine", out.index)
+    if out.quarantine:
+        quarantine = pa.concat_tables([pq.read_table(qpath).cast(quarantine.schema), quarantine])
+    _write_parquet(quarantine.sort_by([("offset", "ascending")]), qpath)
+    out.quarantine = True
+    out.accepted -= rows.num_rows
+    out.quarantined += rows.num_rows
+    out.reasons = out.reasons + reasons
 
 
 def _move_parts(parts: list[Path], dest: Path) -> None:
@@ -476,7 +617,8 @@ def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, 
                  fid: str, sha: str, start: int, first_line: int, header: bytes | None,
                  user: str, audit_detail: dict[str, Any],
                  record: Callable[[apsw.Connection], None], carry: Any = None,
-                 carry_path: Path | None = None) -> FileReport:
+                 carry_path: Path | None = None,
+                 resend_index: resends.StreamResends | None = None) -> FileReport:
     """Ingest ``data``, the complete lines [start, start + len(data)) of ``path``, as file ``fid``.
 
     Provenance stays relative to the original file: ``offset`` += start and ``line`` +=
@@ -486,13 +628,17 @@ def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, 
     records the range (the tee's progress row). With ``carry`` (a stateful format's state after
     the earlier ranges) the state after this range is ``report.carry``; its delta (``FixCarry``)
     is written durably to ``carry_path`` before the store transaction, like the Parquet files.
+    With ``resend_index`` (the stream's committed ranges) a kept row equal to one an earlier range
+    kept is quarantined as ``duplicate``, and this range's index file is written before the
+    store transaction too.
     """
     connector = get_connector(fmt)
     report = FileReport(str(path), fid, fmt, "ingested")
     kwargs = {"carry": carry} if carry is not None else {}
     result = read_range(connector, data, path=path, fid=fid, start=start, first_line=first_line,
                         preamble=header, tmp_dir=cfg.data_dir / "tmp", **kwargs)
-    written = _clean_and_write(cfg, con, connector, result, report, path, lambda: (data, start))
+    written = _clean_and_write(cfg, con, connector, result, report, path, lambda: (data, start),
+                               resend_index)
     if carry_path is not None:
         _write_parquet(result.carry.delta, carry_path)  # type: ignore[attr-defined]
     _record(con, report, sha, str(path), len(data), connector.kind, written, user,
@@ -517,13 +663,24 @@ def _shift(table: pa.Table, offset: int, line: int, path: Path | None = None) ->
 
 
 def _clean_and_write(cfg: Config, con: apsw.Connection, connector, result, report: FileReport,
-                     path: Path, raw: RawBytes) -> list[tuple[str, int, str]]:
-    """Clean the connector's rows, fill ``report``, write the Parquet files; return their rows."""
+                     path: Path, raw: RawBytes,
+                     resend_index: resends.StreamResends | None = None
+                     ) -> list[tuple[str, int, str]]:
+    """Clean the connector's rows, fill ``report``, write the Parquet files; return their rows.
+    ``resend_index``: the tee's earlier ranges of the stream (``ingest_range``)."""
     fid = report.file_id
     ctx = CleanContext(traders=reference.current(con, "traders"),
                        symbology=reference.current(con, "symbology"))
     kept, rejected = apply_steps(result.events, connector.kind, ctx)
     clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected, raw)
+    use_index = resend_index is not None and resends.applies(connector.kind)
+    if use_index:  # what drop_resent_duplicates would say seeing the stream's earlier ranges
+        again = resend_index.repeats(kept)  # type: ignore[union-attr]
+        if again.any():
+            more_q, more = _clean_rejects(path, fid, kept, [
+                (np.flatnonzero(again), "duplicate", None, resends.STEP)], raw)
+            kept, clean_q = kept.filter(pa.array(~again)), pa.concat_tables([clean_q, more_q])
+            clean_reasons += more
     quarantine = pa.concat_tables([result.quarantine, clean_q])
     reasons = result.reasons + clean_reasons
 
@@ -546,6 +703,8 @@ def _clean_and_write(cfg: Config, con: apsw.Connection, connector, result, repor
     if quarantine.num_rows:
         _write_parquet(quarantine.sort_by([("offset", "ascending")]),
                        data_dir / f"quarantine/{fid}.parquet")
+    if use_index:
+        resend_index.write(kept, dates)  # type: ignore[union-attr]
     return written
 
 

@@ -20,6 +20,8 @@ How exactly-once holds:
 * Before a chunk is committed the file's identity is checked again (a copytruncate during the
   read is noticed), and before a stream is extended the last bytes consumed are compared with the
   recorded tail hash (a stream rewritten in place is reported, never extended).
+* A FIX stream's tail that later lines may still change (unanswered requests, reordered pairs)
+  is held back, boundedly (``Tee._hold``, ``tee.hold_seconds``): committed ranges are final.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ from appliance.store import StoreError
 from appliance.timefmt import now_iso
 from connectors.base import InputRefused
 
-#: Formats whose first non-blank line is a header that later chunks are parsed with.
-HEADER_FORMATS = frozenset({"csv", "md-csv"})
+#: Formats whose first non-blank line may be a header: a stream starts only once a line follows
+#: it (a fingerprint covering just a header would match every log of the layout). csv/md-csv
+#: parse it in front of later chunks; vendor keeps its header decision in its carry instead.
+HEADER_FORMATS = frozenset({"csv", "md-csv", "vendor"})
+#: Formats whose unsettled tail is held back while the stream may grow (``Tee._hold``).
+HOLD_FORMATS = frozenset({"fix"})
 #: Bytes before a stream's end whose hash is checked before the stream is extended.
 TAIL_BYTES = 256
 Say = Callable[[str, dict[str, Any]], None]
@@ -248,6 +254,8 @@ class Tee:
         self.warned: set[str] = set()
         self.stats: Counter[str] = Counter()
         self.carries: dict[str, Any] = {}  # stream -> FixCarry (FIX chains across chunks)
+        self.hold_seconds = float(cfg.get("tee.hold_seconds"))
+        self.holds: dict[str, tuple[int, float]] = {}  # stream -> (held tail's start, since)
 
     def files(self) -> list[tuple[Path, Source]]:
         """Followed files: plain ones first (oldest first), then gzipped ones."""
@@ -336,11 +344,17 @@ class Tee:
             data = complete_lines(reader, start, self.chunk_bytes)
             if data is None:
                 return True  # nothing new, or a partial last line: wait for its newline
+            held = False
+            if src.format in HOLD_FORMATS:  # keep back a tail that later lines may change
+                keep = self._hold(path, stream, start, data)
+                if not keep:
+                    return False  # all of it is held: look again on the next pass
+                held, data = keep < len(data), data[:keep]
             header = stream.header if stream else None
             if stream is None:
                 header, ok = _first_record_split(data, src.format in HEADER_FORMATS)
                 if not ok:
-                    return True
+                    return not held
             # a plain file may be truncated and rewritten while we read it (copytruncate)
             check = prefix if reader.compressed else reader.read(0, nread)
             end = start + len(data)
@@ -375,6 +389,7 @@ class Tee:
 
     def _commit(self, reader, path: Path, src: Source, stream: Stream | None, start: int,
                 data: bytes, header: bytes | None, fp: bytes) -> Stream:
+        from appliance.clean.resends import StreamResends
         from appliance.ingest import ingest_range
 
         end = start + len(data)
@@ -415,16 +430,25 @@ class Tee:
 
         carry = {}
         if src.format in CARRY_FORMATS:
-            carry = {"carry": self._carry(sid, stream is None),
+            carry = {"carry": self._carry(sid, stream is None, src.format),
                      "carry_path": carry_file(self.cfg, fid)}
+        # resends of rows the stream's committed ranges kept (docs/tee.md): the index of those
+        # ranges, read from the store each time so that it never counts an uncommitted range
+        index = (StreamResends.load(self.cfg.data_dir, self.con, sid) if stream is not None
+                 else StreamResends(self.cfg.data_dir, self.con, sid, []))
         report = ingest_range(
             self.cfg, self.con, data=data, path=path, fmt=src.format, fid=fid, sha=ident,
             start=start, first_line=first_line, header=header if start > 0 else None,
             user=self.user, audit_detail={"stream": sid, "start": start, "end": end,
                                           "chunk_sha256": chunk_sha},
-            record=record, **carry)  # fmt: skip
+            record=record, resend_index=index, **carry)  # fmt: skip
         if carry:
             self.carries[sid] = report.carry  # type: ignore[attr-defined]
+        try:
+            index.committed(fid)  # may merge index files: an optimisation only
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
         for k in ("rows", "accepted", "quarantined", "ignored"):
             self.stats[k] += getattr(report, k)
         self.stats["chunks"] += 1
@@ -434,31 +458,86 @@ class Tee:
         return new
 
 
-    def _carry(self, sid: str, new: bool):
-        """The FIX chain state after the stream's committed chunks: replayed once from the
-        per-chunk deltas (``carry_file``), then kept in memory."""
-        from connectors.fix import FixCarry
+    def _carry(self, sid: str, new: bool, fmt: str = "fix"):
+        """The stream's carried state (FIX chains, CAT JSON orders and duplicate keys, vendor
+        header and duplicate keys) after its committed chunks: replayed once from the per-chunk
+        deltas (``carry_file``), then kept in memory between chunks.
 
+        The cached state is *taken* here and put back by ``_commit`` only once its chunk is
+        committed: some connectors (cat-json, vendor) update their carry in place, so a chunk
+        that fails after its read (moved progress, refused, disk full) must not leave its effects
+        in memory; the next attempt replays the committed deltas instead."""
+        from appliance.ingest import carry_class
+
+        cls = carry_class(fmt)
         if new:
-            return FixCarry.empty()
-        if sid not in self.carries:
+            return cls.empty()
+        carry = self.carries.pop(sid, None)
+        if carry is None:
             fids = [r[0] for r in self.con.execute(
                 "SELECT file_id FROM tee_progress WHERE stream = ? ORDER BY progress_id", (sid,))]
             import pyarrow.parquet as pq
 
+            # committed chunks only: a delta written by a crashed attempt has no progress row
+            # (and its retry, with the same file id, overwrites it)
             deltas = [pq.read_table(f) for f in map(lambda x: carry_file(self.cfg, x), fids)
                       if f.exists()]  # chunks committed before chains were carried: none
-            self.carries[sid] = FixCarry.replay(deltas)
-        return self.carries[sid]
+            carry = cls.replay(deltas)
+        return carry
+
+    def _hold(self, path: Path, stream: Stream | None, start: int, data: bytes) -> int:
+        """How many leading bytes of ``data`` (a FIX stream's next complete lines) to commit
+        now. A tail that lines still to come may change is held back, as in a chunked file
+        (``FixConnector.hold_back``: unanswered requests, messages that may precede a
+        later-logged one in time): committed ranges are never revised. Bounded so that it never
+        stalls: all is committed when the held tail is longer than half a chunk, when it has
+        been held ``tee.hold_seconds`` (this follower's clock: from when the tail starting at
+        that offset was first held), or when the file has not changed for that long (a rotated
+        or finished log: ``--once`` after the day). 0: hold all of it (look again next pass)."""
+        if self.hold_seconds <= 0:
+            return len(data)
+        key = stream.stream if stream is not None else f"new:{path}"
+        try:
+            quiet = time.time() - path.stat().st_mtime >= self.hold_seconds
+        except OSError:
+            quiet = False
+        if quiet:
+            self.holds.pop(key, None)
+            return len(data)
+        from connectors.fix import FixCarry, FixConnector
+
+        if stream is None:
+            carry = FixCarry.empty()
+        else:  # taken from the cache by _carry: put back, hold_back does not change it
+            self.holds.pop(f"new:{path}", None)  # its first range is committed
+            carry = self.carries[stream.stream] = self._carry(stream.stream, False, "fix")
+        keep = FixConnector().hold_back(data, carry, self.chunk_bytes // 2)
+        if keep == len(data):
+            self.holds.pop(key, None)
+            return keep
+        now = time.monotonic()
+        since = self.holds.get(key)
+        if since is None or since[0] != start + keep:
+            self.holds[key] = (start + keep, now)
+        elif now - since[1] >= self.hold_seconds:
+            self.holds.pop(key)
+            self.stats["held_released"] += 1
+            self.say("held_tail_committed", {
+                "level": "warning", "path": str(path), "at": start + keep,
+                "detail": f"unanswered after {self.hold_seconds:g} s: committed as it is; a "
+                "later refusal is quarantined as late_answer (see docs/tee.md)"})
+            return len(data)
+        return keep
 
 
-#: Formats whose chain state is carried from chunk to chunk of a stream (docs/tee.md).
-CARRY_FORMATS = frozenset({"fix"})
+#: Formats whose state is carried from chunk to chunk of a stream (docs/tee.md): FIX order
+#: chains, CAT JSON orders/cancellations/duplicate keys, vendor header and duplicate keys.
+CARRY_FORMATS = frozenset({"fix", "cat-json", "vendor"})
 
 
 def carry_file(cfg: Config, fid: str) -> Path:
-    """Where a chunk's FIX chain-state delta lives (written before the chunk's commit; the
-    committed progress rows say which ones count)."""
+    """Where a chunk's carry delta (``carry_class(format)``, an Arrow table) lives: written
+    durably before the chunk's commit; the committed progress rows say which ones count."""
     return cfg.data_dir / "tee" / "carry" / f"{fid}.parquet"
 
 

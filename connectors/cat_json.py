@@ -28,12 +28,15 @@ order not in the file are ``orphan_reference``.
 from __future__ import annotations
 
 import functools
+import hashlib
+import itertools
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -197,6 +200,102 @@ def _str(rec: dict, *keys: str) -> str | None:
     return None
 
 
+class _Origin(NamedTuple):
+    """What later records of an order inherit from its NEW (and latest MODIFY): only the values
+    ``_event`` reads back, as a tuple (a fraction of a row dict's memory)."""
+
+    side: str | None = None
+    symbol: str | None = None
+    trader: str | None = None
+    firm: str | None = None
+    account: str | None = None
+    price: float | None = None
+    qty: float | None = None
+
+
+_NO_ORIGIN = _Origin()
+#: A chunk's carry delta: ``kind`` 0 = order id ``key`` -> stable id ``stable``; 1 = stable id
+#: ``key``'s inherited values (the latest row wins); 2 = stable id ``key`` fully cancelled;
+#: 3 = ``hash`` of a seen firmROEID or of a seen line without one (duplicate detection).
+CARRY_SCHEMA = pa.schema([
+    ("kind", pa.int8()), ("key", pa.string()), ("stable", pa.string()),
+    *((name, pa.string()) for name in _Origin._fields[:5]),
+    ("price", pa.float64()), ("qty", pa.float64()), ("hash", pa.binary(16)),
+])  # fmt: skip
+
+
+def _digest(tag: bytes, value: bytes) -> bytes:
+    """128 bits stand for a firmROEID or a whole raw line in the duplicate set: bounded memory
+    per record; a collision (odds ~n²/2**129) would be needed to call a new record a duplicate."""
+    return hashlib.blake2b(value, digest_size=16, person=tag).digest()
+
+
+@dataclass
+class CatCarry:
+    """The stitching state after some chunks of one CAT log, and ``delta``: what the last chunk
+    changed (replaying the deltas in chunk order rebuilds the state; the tee persists them).
+
+    Every map is insert-only except ``origin`` (a MODIFY updates it), so a delta is the keys
+    added since the chunk began plus the origins it touched. It grows with the number of orders
+    (``root``, ``origin``, ``cancelled``) and of records (``seen``: 16 bytes each), never with
+    the bytes of the records."""
+
+    root: dict[str, str] = field(default_factory=dict)  # orderID -> stable order id
+    origin: dict[str, _Origin] = field(default_factory=dict)  # stable id -> inherited values
+    cancelled: set[str] = field(default_factory=set)  # stable ids fully cancelled
+    seen: set[bytes] = field(default_factory=set)  # _digest of firmROEIDs / raw lines
+    delta: pa.Table = field(default_factory=CARRY_SCHEMA.empty_table)
+    # the journal of the chunk being read (begin() .. finish())
+    _root_len: int = 0
+    _touched: set[str] = field(default_factory=set)
+    _new_cancelled: list[str] = field(default_factory=list)
+    _new_seen: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls) -> CatCarry:
+        return cls()
+
+    def begin(self) -> None:
+        self._root_len = len(self.root)
+        self._touched, self._new_cancelled, self._new_seen = set(), [], []
+
+    def finish(self) -> None:
+        """Build ``delta`` from the chunk's journal."""
+        added = list(itertools.islice(self.root.items(), self._root_len, None))
+        touched = sorted(self._touched)  # sorted: the same delta bytes whatever the set order
+        values = [self.origin[k] for k in touched]
+        n0, n1, n2, n3 = len(added), len(touched), len(self._new_cancelled), len(self._new_seen)
+        cols: dict[str, list] = {
+            "kind": [0] * n0 + [1] * n1 + [2] * n2 + [3] * n3,
+            "key": [k for k, _ in added] + touched + self._new_cancelled + [None] * n3,
+            "stable": [v for _, v in added] + [None] * (n1 + n2 + n3),
+            "hash": [None] * (n0 + n1 + n2) + self._new_seen,
+        }
+        for i, name in enumerate(_Origin._fields):
+            cols[name] = [None] * n0 + [v[i] for v in values] + [None] * (n2 + n3)
+        self.delta = pa.table(cols, schema=CARRY_SCHEMA)
+        self.begin()
+
+    @classmethod
+    def replay(cls, deltas: list[pa.Table]) -> CatCarry:
+        """The state after the chunks whose deltas are given, in chunk order."""
+        self = cls()
+        if not deltas:
+            return self
+        t = pa.concat_tables([d.select(CARRY_SCHEMA.names).cast(CARRY_SCHEMA) for d in deltas])
+        kind = t.column("kind").to_numpy()
+        cols = {name: t.column(name).to_pylist() for name in CARRY_SCHEMA.names[1:]}
+        key, fields = cols["key"], [cols[name] for name in _Origin._fields]
+        for i in np.flatnonzero(kind == 0).tolist():  # in order: root's insertion order
+            self.root[key[i]] = cols["stable"][i]
+        for i in np.flatnonzero(kind == 1).tolist():  # later rows win
+            self.origin[key[i]] = _Origin(*(f[i] for f in fields))
+        self.cancelled.update(key[i] for i in np.flatnonzero(kind == 2).tolist())
+        self.seen.update(cols["hash"][i] for i in np.flatnonzero(kind == 3).tolist())
+        self.begin()
+        return self
+
+
 class CatJsonConnector:
     """CAT Industry Member order events (NDJSON) to canonical order events."""
 
@@ -205,11 +304,13 @@ class CatJsonConnector:
     description: ClassVar[str] = "CAT-style NDJSON order events (MENO/MEOM/MEOC/MEOT/...)"
     version: ClassVar[str] = "1"
 
-    def read(self, path: Path, source: str, carry: dict | None = None) -> ReadResult:
-        """Read ``path``; with ``carry`` (``{}`` for the first chunk of a log, then the previous
-        chunk's ``result.carry``) the file is a chunk of a longer log: orders, cancellations and
-        ``firmROEID``s of earlier chunks are known. Every effect is forward in file order, so a
-        log read in chunks gives the same rows as read whole."""
+    def read(self, path: Path, source: str, carry: CatCarry | dict | None = None) -> ReadResult:
+        """Read ``path``; with ``carry`` (``CatCarry.empty()`` — or ``{}`` — for the first chunk
+        of a log, then the previous chunk's ``result.carry``) the file is a chunk of a longer log:
+        orders, cancellations and ``firmROEID``s of earlier chunks are known, and
+        ``result.carry.delta`` is what this chunk added. Every effect is forward in file order,
+        so a log read in chunks gives the same rows as read whole. The carry is updated in
+        place: a caller that may retry a chunk rebuilds it (``CatCarry.replay``)."""
         data = Path(path).read_bytes()
         lines = scan_lines(data, b"\x00")  # no field splitting: quotes are JSON's business
         rows: list[dict] = []
@@ -217,12 +318,13 @@ class CatJsonConnector:
         line_nos: list[int] = []
         q: list[tuple[int, str, str | None, str]] = []
         ignored = 0
-        state = carry if carry is not None else {}
-        root: dict[str, str] = state.setdefault("root", {})  # orderID -> stable order id
-        origin: dict[str, dict] = state.setdefault("origin", {})  # stable id -> its NEW values
-        cancelled: set[str] = state.setdefault("cancelled", set())
-        seen_roe: set[str] = state.setdefault("seen_roe", set())
-        seen_raw: set[bytes] = state.setdefault("seen_raw", set())
+        if isinstance(carry, dict):
+            if carry:
+                raise TypeError("a cat-json carry is a CatCarry (or {} for the first chunk)")
+            carry = CatCarry.empty()
+        state = carry if carry is not None else CatCarry.empty()
+        state.begin()
+        seen, new_seen = state.seen, state._new_seen
         starts, ends = lines.starts, lines.ends
         for k in range(lines.count):
             a, b = int(starts[k]), int(ends[k])
@@ -242,20 +344,18 @@ class CatJsonConnector:
                 if not isinstance(rec, dict):
                     raise Reject("malformed", None)
                 roe = _str(rec, "firmROEID")
-                key = roe if roe is not None else None
-                if (key is not None and key in seen_roe) or (key is None and raw in seen_raw):
-                    raise Reject("duplicate", "firmROEID" if key else None, "stitch")
+                key = _digest(b"roe", roe.encode()) if roe is not None else _digest(b"raw", raw)
+                if key in seen:
+                    raise Reject("duplicate", "firmROEID" if roe is not None else None, "stitch")
                 typ = rec.get("type")
                 if not isinstance(typ, str) or not typ:
                     raise Reject("missing_value", "type")
-                row = self._event(rec, typ, root, origin, cancelled)
+                row = self._event(rec, typ, state)
             except Reject as rj:
                 q.append((k, rj.reason, rj.field, f"cat-json:{rj.step}"))
                 continue
-            if roe is not None:
-                seen_roe.add(roe)
-            else:
-                seen_raw.add(raw)
+            seen.add(key)
+            new_seen.append(key)
             if row is None:
                 ignored += 1
                 continue
@@ -274,11 +374,14 @@ class CatJsonConnector:
         result = ReadResult(events=events, quarantine=quarantine, rows=lines.count,
                             ignored=ignored, reasons=reasons)  # fmt: skip
         if carry is not None:
+            state.finish()
             result.carry = state  # type: ignore[attr-defined]
         result.check_balance()
         return result
 
-    def _event(self, rec, typ, root, origin, cancelled) -> dict | None:
+    def _event(self, rec: dict, typ: str, state: CatCarry) -> dict | None:
+        """One record's canonical row (None: no event), updating ``state`` and its journal."""
+        root, origin, cancelled = state.root, state.origin, state.cancelled
         if typ in IGNORED_TYPES:
             return None
         if typ in NEW_TYPES:
@@ -315,21 +418,21 @@ class CatJsonConnector:
             if stable is None:
                 raise Reject("orphan_reference", "priorOrderID" if prior else "orderID", "stitch")
         src = details if details is not None else rec
-        first = origin.get(stable, {})
+        first = origin.get(stable, _NO_ORIGIN)
         side_tok = _str(src, "side") or _str(rec, "side")
         if side_tok is None:
-            side = first.get("side")
+            side = first.side
             if side is None:
                 raise Reject("missing_value", "side", "convert")
         else:
             side = CAT_SIDES.get(side_tok.upper())
             if side is None:
                 raise Reject("unknown_token", "side", "convert")
-        symbol = _str(rec, "symbol") or first.get("symbol")
+        symbol = _str(rec, "symbol") or first.symbol
         if symbol is None:
             raise Reject("missing_value", "symbol", "convert")
         fdid = _str(src, "firmDesignatedID") or _str(rec, "firmDesignatedID")
-        trader = _str(rec, "traderID") or fdid or first.get("trader")
+        trader = _str(rec, "traderID") or fdid or first.trader
         if trader is None:
             raise Reject("missing_value", "firmDesignatedID", "convert")
         price = _num(rec, "price")
@@ -339,19 +442,20 @@ class CatJsonConnector:
             if leaves is not None and leaves > 0:
                 event = "MODIFY"  # partial cancel: the order stays with fewer shares
                 cancel_qty = _num(rec, "cancelQty")
-                before = first.get("qty")
+                before = first.qty
                 qty = before - cancel_qty if before is not None and cancel_qty else leaves
             elif stable in cancelled:
                 return None
             else:
                 cancelled.add(stable)
+                state._new_cancelled.append(stable)
         row = {
-            "ts": ts, "firm": _str(rec, "CATReporterIMID") or first.get("firm"),
-            "trader": trader, "account": fdid or first.get("account"), "symbol": symbol,
+            "ts": ts, "firm": _str(rec, "CATReporterIMID") or first.firm,
+            "trader": trader, "account": fdid or first.account, "symbol": symbol,
             "instrument": symbol, "side": side, "event": event, "order_id": stable,
             # price and quantity after the event: the order's when the record does not say
-            "price": first.get("price") if event == "FILL" or price is None else price,
-            "qty": first.get("qty") if event == "FILL" or qty is None else qty,
+            "price": first.price if event == "FILL" or price is None else price,
+            "qty": first.qty if event == "FILL" or qty is None else qty,
             "leaves_qty": leaves,
             "exec_qty": qty if event == "FILL" else None,
             "exec_price": price if event == "FILL" else None,
@@ -361,11 +465,14 @@ class CatJsonConnector:
             raise Reject("missing_value", "price", "convert")
         if event == "FILL" and qty == 0:
             raise Reject("impossible_value", "quantity", "convert")
-        root[oid] = stable
+        root[oid] = stable  # insert-only (an id never changes its order): see CatCarry.finish
         if event == "NEW":
-            origin[stable] = row
+            origin[stable] = _Origin(side, symbol, trader, row["firm"], row["account"],
+                                     row["price"], row["qty"])  # fmt: skip
+            state._touched.add(stable)
         elif event == "MODIFY":
-            origin[stable] = {**first, "price": row["price"], "qty": row["qty"]}
+            origin[stable] = first._replace(price=row["price"], qty=row["qty"])
+            state._touched.add(stable)
         return row
 
     @staticmethod

@@ -28,6 +28,11 @@ Duplicates (PossDup(43)=Y / PossResend(97)=Y resends, or any repeated ExecID(17)
 ClOrdID) are quarantined as ``duplicate``; references to an order not seen in the file are
 quarantined as ``orphan_reference`` (their raw bytes allow a later cross-file pass).
 
+Read in chunks (``FixCarry``: the chains carried from chunk to chunk, done orders pruned), a
+chunk that is not the last stops before the tail the next chunk could change (``_cut``:
+unanswered requests, messages that may follow a later-logged one in time); a refusal that
+arrives after its request's CANCEL/MODIFY was committed anyway is quarantined ``late_answer``.
+
 ``ignored`` counts blank lines, session messages (Logon, Heartbeat, TestRequest, ResendRequest,
 Reject, SequenceReset, Logout), business messages that carry no order event (OrderCancelReject,
 pending/status/done-for-day/restated reports, trade busts) and acknowledgements stitched into the
@@ -47,7 +52,7 @@ description, 142 location) and the raw FIX identifiers are returned per event in
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -104,10 +109,10 @@ _STATUS_REASON = {BAD_UTF8: "invalid_utf8", MALFORMED: "malformed",
 M_NONE, M_D, M_F, M_G, M_ER, M_CXLREJ, M_SESSION, M_OTHER = 0, 1, 2, 3, 4, 5, 6, 7
 # Stitching actions per message.
 (A_QUAR, A_IGNORE, A_NEW, A_MODIFY, A_CANCEL, A_FILL, A_REJECT, A_STITCHED,
- A_DUP, A_ORPHAN, A_BADTOKEN) = range(11)  # fmt: skip
+ A_DUP, A_ORPHAN, A_BADTOKEN, A_LATE) = range(12)  # fmt: skip
 _ACTION_EVENT = {A_NEW: "NEW", A_MODIFY: "MODIFY", A_CANCEL: "CANCEL", A_FILL: "FILL",
                  A_REJECT: "REJECT"}  # fmt: skip
-_EVENT_ARRAY = pa.array([_ACTION_EVENT.get(a, "") for a in range(11)], pa.string())
+_EVENT_ARRAY = pa.array([_ACTION_EVENT.get(a, "") for a in range(A_LATE + 1)], pa.string())
 FIX_SIDES = {"1": "BUY", "2": "SELL", "3": "BUY", "4": "SELL", "5": "SELL", "6": "SELL"}
 _SIDE_VALUES = pa.array(list(FIX_SIDES.values()), pa.string())
 _MAX_ABS = 1e15  # larger prices / quantities are impossible values (huge integers)
@@ -775,7 +780,10 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, mroot0, root, req_msg
     cancel_msg, origin, last; seen17 per ExecID code) is updated in place: it may start from a
     carried state whose rows are *virtual* (``ok`` False, ``mroot0`` their root), which is how
     chains continue across chunks (``FixCarry``). ``closed_by[p]`` is the row that closed the
-    request ``p`` (its acknowledgement or refusal), -1 while it is open."""
+    request ``p`` (its acknowledgement or refusal), -1 while it is open. A refusal of a carried
+    (virtual, already committed) cancel/replace request is ``A_LATE``: the request's CANCEL or
+    MODIFY was committed with an earlier range and stands, so the refusal is quarantined
+    (``late_answer``) rather than silently ignored, and the chain keeps its CANCEL."""
     n = ok.shape[0]
     action = np.full(n, A_QUAR, np.int8)
     bad_field = np.zeros(n, np.int32)
@@ -796,6 +804,10 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, mroot0, root, req_msg
                 p = req_msg[a]
                 req_open[a] = False
                 closed_by[p] = i
+                if not ok[p]:  # committed with an earlier range: its event stands
+                    action[i] = A_LATE
+                    bad_field[i] = 11
+                    continue
                 action[p] = A_IGNORE
                 r = mroot[p]
                 if mclass[p] == M_F and cancel_msg[r] == p:
@@ -917,10 +929,14 @@ def _stitch(ok, mclass, et, ignore_et, c11, c41, c37, c17, mroot0, root, req_msg
             if p >= 0 and mclass[p] != M_D:  # a cancel/replace request refused
                 req_open[a] = False
                 closed_by[p] = i
-                action[p] = A_IGNORE
-                if mclass[p] == M_F and cancel_msg[mroot[p]] == p:
-                    cancel_msg[mroot[p]] = -1
-                act = A_IGNORE
+                if not ok[p]:  # committed with an earlier range: its event stands
+                    act = A_LATE
+                    bad_field[i] = 11
+                else:
+                    action[p] = A_IGNORE
+                    if mclass[p] == M_F and cancel_msg[mroot[p]] == p:
+                        cancel_msg[mroot[p]] = -1
+                    act = A_IGNORE
                 p = -1
             elif p >= 0:
                 req_open[a] = False
@@ -1000,6 +1016,57 @@ def _encode(*arrays: pa.Array) -> tuple[list[np.ndarray], pa.Array]:
     return out, enc.dictionary
 
 
+#: How far back in time a message may be logged after later ones (a report written before the
+#: request it answers, clocks of two senders): a chunk that is not the last keeps back a
+#: suspect message this close to its latest time (``FixConnector._cut``).
+REORDER_NS = 1_000_000_000
+
+
+def _scan(buf: np.ndarray) -> tuple:
+    """``_scan_fix`` with 16-bit value spans (half the memory), 32-bit for a record of 32 KiB
+    or more."""
+    scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
+                     np.zeros(0, np.int16), 2**15 - 1)
+    if scan[7] < 0:
+        scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
+                         np.zeros(0, np.int32), 2**31 - 1)
+    return scan
+
+
+def _time_key(times: np.ndarray) -> np.ndarray | None:
+    """Each message's stitching time (log prefix, else 60, else 52: ``times``; a message
+    without a time takes its predecessor's, the first ones the first time), None without any
+    time."""
+    n = times.shape[0]
+    has = times != NAT
+    if not has.any():
+        return None
+    last = np.maximum.accumulate(np.where(has, np.arange(n), -1))  # latest row with a time
+    return np.where(last >= 0, times[np.maximum(last, 0)], times[has][0])
+
+
+@dataclass
+class _Stitched:
+    """A chunk's messages stitched (``FixConnector._stitched``); per-row arrays in file order,
+    those from ``_stitch`` followed by the carried virtual rows."""
+
+    sp: _Spans
+    ok: np.ndarray
+    mclass: np.ndarray
+    ordstatus: np.ndarray  # OrdStatus(39), one byte (0: absent)
+    state: _StitchState
+    times: np.ndarray
+    tsbad: np.ndarray
+    key: np.ndarray | None
+    action: np.ndarray
+    bad_field: np.ndarray
+    mroot: np.ndarray
+    link: np.ndarray
+    morigin: np.ndarray
+    mlast: np.ndarray
+    closed_by: np.ndarray
+
+
 class FixConnector:
     """FIX tag=value order flow (QuickFIX logs or raw messages) to canonical order events."""
 
@@ -1011,42 +1078,75 @@ class FixConnector:
     version: ClassVar[str] = "2"
 
     def read(self, path: Path, source: str, carry: FixCarry | None = None,
-             tail_limit: int | None = None) -> ReadResult:
+             tail_limit: int | None = None, reorder_ns: int = REORDER_NS) -> ReadResult:
         """Read ``path``. With ``carry`` (the chain state after the previous chunks of the same
         log, ``FixCarry.empty()`` for the first) the file is a chunk: references to orders
         opened in earlier chunks are resolved, and ``result.carry`` is the state after it.
 
-        ``tail_limit`` (only with ``carry``, for a chunk that is not the last): when requests
-        are still unanswered at the end, stop before the first line from which every earlier
-        request has its answer in the chunk, provided at most ``tail_limit`` bytes are left;
+        ``tail_limit`` (only with ``carry``, for a chunk that is not the last): stop before the
+        tail that the next chunk may still change (see ``_cut``: unanswered requests, and
+        messages that may precede in time what the next chunk logs, within ``reorder_ns`` of
+        the chunk's latest time), provided at most ``tail_limit`` bytes are left;
         ``result.consumed`` is then the number of bytes read (the rest is read again with the
-        next chunk), so an acknowledgement or refusal is always stitched to its request.
+        next chunk), so an acknowledgement or refusal is always stitched to its request and a
+        pair logged out of time order across the boundary is stitched as in the whole file.
         """
         data = Path(path).read_bytes()
         buf = np.frombuffer(data, dtype=np.uint8)
-        scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
-                         np.zeros(0, np.int16), 2**15 - 1)  # 16-bit spans: half the memory
-        if scan[7] < 0:  # a record of 32 KiB or more: 32-bit spans
-            scan = _scan_fix(buf, _TAG_INDEX, NCOLS, C_PARTY_TRADER, C_PARTY_FIRM, C_PREFIX,
-                             np.zeros(0, np.int32), 2**31 - 1)
-        return self._read_scan(buf, scan, path, source, carry, tail_limit)
+        return self._read_scan(buf, _scan(buf), path, source, carry, tail_limit, reorder_ns)
 
-    def _read_scan(self, buf, scan, path, source, carry, tail_limit) -> ReadResult:
+    def hold_back(self, data: bytes, carry: FixCarry, tail_limit: int,
+                  reorder_ns: int = REORDER_NS) -> int:
+        """How many leading bytes of ``data`` (complete lines continuing ``carry``'s log) can be
+        committed now when more may still be appended (the tee): ``len(data)`` when nothing is
+        held back or the held tail is longer than ``tail_limit``; else where the held tail
+        starts (0: all of it is held). The same cut as ``read(..., tail_limit)``, without
+        converting anything."""
+        buf = np.frombuffer(data, dtype=np.uint8)
+        scan = _scan(buf)
+        n = int(scan[0].shape[0])
+        if not n:
+            return len(data)
+        stitched = self._stitched(buf, scan, carry, lambda *_: None)
+        cut = self._cut(buf, scan, stitched, tail_limit, reorder_ns)
+        return int(scan[0][cut]) if cut < n else len(data)
+
+    def _cut(self, buf, scan, s: _Stitched, tail_limit: int, reorder_ns: int) -> int:
+        """The row before which a chunk that is not the last stops (n: read it all).
+
+        Held back: (1) from the first line after which a request is still unanswered (its
+        acknowledgement's LeavesQty and a refusal act backwards: ``_safe_cut``); (2) from the
+        first *suspect* message within ``reorder_ns`` of the chunk's latest time: one that may
+        follow in time a message the next chunk logs (a log written out of time order is
+        stitched in time order, ``_time_order``): a reference to an unknown order, a 35=9 that
+        answers no request, and a report standing for a request not seen (NEW/MODIFY/CANCEL/
+        REJECT from an ExecutionReport that answers none; also in a drop copy, where it costs a
+        re-read: a chunk cannot tell a drop copy from a log whose requests come later). If the
+        predecessor comes later in the log it can be at most ``reorder_ns`` older than the
+        chunk's latest time, hence so is the suspect. Only when at most ``tail_limit`` bytes
+        are held (else nothing is: bounded, never stalls)."""
+        rs, rline = scan[0], scan[2]
+        n = int(rs.shape[0])
+        ok, mclass, action = s.ok, s.mclass, s.action[:n]
+        stop = n
+        if s.key is not None and reorder_ns >= 0:
+            answered = np.zeros(n, bool)
+            answered[s.closed_by[s.closed_by >= 0]] = True
+            suspect = (action == A_ORPHAN) | (mclass == M_CXLREJ) | (
+                (mclass == M_ER) & np.isin(action, (A_NEW, A_MODIFY, A_CANCEL, A_REJECT)))
+            suspect &= ok & ~answered & (s.key >= s.key.max() - reorder_ns)
+            hit = np.flatnonzero(suspect)
+            if hit.size:
+                stop = int(hit[0])
+        cut = _safe_cut(ok, mclass, action, s.closed_by[:n], rline, stop)
+        if cut < n and buf.shape[0] - rs[cut] <= tail_limit:
+            return cut
+        return n
+
+    def _stitched(self, buf, scan, carry: FixCarry | None, reject) -> _Stitched:
+        """Record verdicts, message classes and the stitched chains (from ``carry``)."""
         rs, re_, rline, rstat, rfield, vs, vl, blanks = scan
         n = int(rs.shape[0])
-        q_idx: list[np.ndarray] = []
-        q_reason: list[str] = []
-        q_field: list[str | None] = []
-        q_step: list[str] = []
-
-        def reject(idx, reason, field, step):
-            idx = np.asarray(idx, np.int64)
-            if idx.size:
-                q_idx.append(idx)
-                q_reason.append(reason)
-                q_field.append(field)
-                q_step.append(step)
-
         # 1. record-level verdicts
         for code, reason in _STATUS_REASON.items():
             for tag in np.unique(rfield[rstat == code]):
@@ -1079,7 +1179,8 @@ class FixConnector:
         # stitched in time order: a log written out of order (a report before the acknowledgement
         # it follows) must not orphan the later message; file order among equal times
         times, tsbad = _times(buf, rs, vs, vl, n)
-        perm = self._time_order(times)
+        key = _time_key(times)
+        perm = self._time_order(key)
         if state.virtual:  # carried chains: virtual rows after the real ones (see FixCarry)
             sp = state.spans(buf, rs, vs, vl)
         ext = state.extend
@@ -1098,11 +1199,29 @@ class FixConnector:
             for rows_ in (*outs[3:], *state.row_arrays):  # row numbers back to file order
                 has = rows_ >= 0
                 rows_[has] = perm[rows_[has]]
-        action, bad_field, mroot, link, morigin, mlast, closed_by = outs
+        return _Stitched(sp, ok, mclass, st, state, times, tsbad, key, *outs)
 
+    def _read_scan(self, buf, scan, path, source, carry, tail_limit,
+                   reorder_ns: int = REORDER_NS) -> ReadResult:
+        rs, re_, rline, rstat, rfield, vs, vl, blanks = scan
+        n = int(rs.shape[0])
+        q_idx: list[np.ndarray] = []
+        q_reason: list[str] = []
+        q_field: list[str | None] = []
+        q_step: list[str] = []
+
+        def reject(idx, reason, field, step):
+            idx = np.asarray(idx, np.int64)
+            if idx.size:
+                q_idx.append(idx)
+                q_reason.append(reason)
+                q_field.append(field)
+                q_step.append(step)
+
+        s = self._stitched(buf, scan, carry, reject)
         if carry is not None and tail_limit is not None and n:
-            cut = _safe_cut(ext(ok, False)[:n], mclass, action[:n], closed_by[:n], rline)
-            if 0 < cut < n and buf.shape[0] - rs[cut] <= tail_limit:
+            cut = self._cut(buf, scan, s, tail_limit, reorder_ns)
+            if 0 < cut < n:
                 kept_lines = int(rline[cut]) - 1
                 short = (rs[:cut], re_[:cut], rline[:cut], rstat[:cut], rfield[:cut],
                          vs[:, :cut], vl[:, :cut],
@@ -1110,12 +1229,16 @@ class FixConnector:
                 result = self._read_scan(buf[: rs[cut]], short, path, source, carry, None)
                 result.consumed = int(rs[cut])  # type: ignore[attr-defined]
                 return result
-
+        sp, ok, mclass, state, times, tsbad = s.sp, s.ok, s.mclass, s.state, s.times, s.tsbad
+        ext = state.extend
+        action, bad_field, mroot, link, morigin, mlast = (s.action, s.bad_field, s.mroot, s.link,
+                                                          s.morigin, s.mlast)
         action, bad_field = action[:n], bad_field[:n]
         for act, reason, step in (
             (A_DUP, "duplicate", "fix:stitch"),
             (A_ORPHAN, "orphan_reference", "fix:stitch"),
             (A_BADTOKEN, "unknown_token", "fix:stitch"),
+            (A_LATE, "late_answer", "fix:stitch"),
         ):
             for tag in np.unique(bad_field[action == act]):
                 sel = np.flatnonzero((action == act) & (bad_field == tag))
@@ -1140,22 +1263,15 @@ class FixConnector:
         result.extras = extras_table  # type: ignore[attr-defined]
         result.consumed = int(buf.shape[0])  # type: ignore[attr-defined]
         if carry is not None:
-            result.carry = state.carry_out(carry, sp, full_class)  # type: ignore[attr-defined]
+            result.carry = state.carry_out(carry, sp, full_class, s)  # type: ignore[attr-defined]
         result.check_balance()
         return result
 
     @staticmethod
-    def _time_order(times: np.ndarray) -> np.ndarray | None:
-        """A stable permutation into time order (log prefix, else 60, else 52: ``times``; a
-        message without a time keeps its place after its predecessor), or None when the file
-        is in order."""
-        n = times.shape[0]
-        has = times != NAT
-        if not has.any():
-            return None
-        last = np.maximum.accumulate(np.where(has, np.arange(n), -1))  # latest row with a time
-        key = np.where(last >= 0, times[np.maximum(last, 0)], times[has][0])
-        if (np.diff(key) >= 0).all():
+    def _time_order(key: np.ndarray | None) -> np.ndarray | None:
+        """A stable permutation into time order (``_time_key``), or None when the file is in
+        order."""
+        if key is None or (np.diff(key) >= 0).all():
             return None
         return np.argsort(key, kind="stable")
 
@@ -1314,7 +1430,8 @@ class FixConnector:
 # Chains across chunks (a followed log, a large file read in chunks)
 
 #: The chain state carried from chunk to chunk: one row per ClOrdID/OrderID (kind 0) with what
-#: the stitcher knows about it, one row per ExecID already seen (kind 1).
+#: the stitcher knows about it, one row per ExecID already seen (kind 1), one row per key of a
+#: pruned chain (kind 2, ``req_class`` kept: a reused request ClOrdID is a duplicate).
 CARRY_SCHEMA = pa.schema([
     ("kind", pa.int8()),
     ("key", pa.string()),
@@ -1332,6 +1449,7 @@ CARRY_SCHEMA = pa.schema([
     ("last", pa.bool_()),  # a root: price and quantity of its latest NEW / MODIFY
     ("l_price", pa.string()),
     ("l_qty", pa.string()),
+    ("done_ns", pa.int64()),  # a root: log time its order was done (null: alive)
 ])  # fmt: skip
 # virtual-row columns holding the carried values (the origin's resolved trader goes to the
 # Parties trader column, which wins over every other trader source)
@@ -1341,12 +1459,24 @@ _VCOLS = (("o_trader", C_PARTY_TRADER), ("o_account", COL[1]), ("o_symbol", COL[
 
 @dataclass
 class FixCarry:
-    """The stitcher's state after some chunks of one log (``table``) and what the last chunk
-    changed (``delta``: the rows to persist; replaying the deltas in order rebuilds ``table``).
-    It grows with the number of orders and executions, not with the bytes read."""
+    """The stitcher's state after some chunks of one log and what the last chunk changed
+    (``delta``: the rows to persist; replaying the deltas in order rebuilds the state).
+
+    ``table`` holds the chains alive (kind 0 rows); ``execs`` the 64-bit hashes of every
+    ExecID seen (sorted), so that a resend is still a ``duplicate``. A chain is pruned once its
+    order is done (its latest ExecutionReport's OrdStatus is filled, cancelled, rejected or
+    expired) for ``RETAIN_NS`` of log time and none of its requests is unanswered: it moves
+    from ``table`` to ``pruned``, a compact store (``_Pruned``: no Arrow row, no Python object
+    per order) from which a chunk that references one of its keys gets the chain's rows back
+    exactly as they were. So pruning saves memory and per-chunk work (the table grows with the
+    orders alive) but never changes a result: a "too late to cancel" or a late report about
+    an order done long before is stitched to it as in the whole file, whatever the chunking.
+    Persisted: kind 1 rows (an ExecID), kind 2 rows (a pruned chain's rows, in full)."""
 
     table: pa.Table
     delta: pa.Table
+    execs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    pruned: _Pruned = field(default_factory=lambda: _Pruned())
 
     @classmethod
     def empty(cls) -> FixCarry:
@@ -1357,36 +1487,305 @@ class FixCarry:
         """The state after the chunks whose deltas are given, in chunk order."""
         if not deltas:
             return cls.empty()
-        both = pa.concat_tables([d.cast(CARRY_SCHEMA) for d in deltas])
-        both = both.append_column("__i", pa.array(np.arange(both.num_rows)))
-        latest = both.group_by(["kind", "key"]).aggregate([("__i", "max")])
+        both = pa.concat_tables([_conform(d) for d in deltas])
+        kind = both.column("kind")
+        execs = _hashes(both.column("key").filter(pc.equal(kind, 1)))
+        chains = both.filter(pc.not_equal(kind, 1))
+        chains = chains.append_column("__i", pa.array(np.arange(chains.num_rows)))
+        latest = chains.group_by(["key"]).aggregate([("__i", "max")])
         keep = np.sort(latest.column("__i_max").to_numpy())
-        return cls(both.take(pa.array(keep)).drop_columns(["__i"]), CARRY_SCHEMA.empty_table())
+        chains = chains.take(pa.array(keep)).drop_columns(["__i"])
+        alive = pc.equal(chains.column("kind"), 0)  # not pruned since
+        return cls(chains.filter(alive), CARRY_SCHEMA.empty_table(), np.unique(execs),
+                   _Pruned().added(chains.filter(pc.invert(alive))))
 
-    def merged(self, delta: pa.Table) -> FixCarry:
-        ids = delta.filter(pc.equal(delta.column("kind"), 0)).column("key")
-        stale = pc.and_(pc.equal(self.table.column("kind"), 0),
-                        pc.is_in(self.table.column("key"), value_set=ids.combine_chunks()))
-        return FixCarry(pa.concat_tables([self.table.filter(pc.invert(stale)), delta]), delta)
+    def merged(self, delta: pa.Table, prune_before: int | None = None) -> FixCarry:
+        """This state updated with a chunk's ``delta``; chains done before ``prune_before``
+        (log time, ns) are pruned (their rows are added to the delta as kind 2 rows)."""
+        kind = delta.column("kind")
+        chains = delta.filter(pc.equal(kind, 0))
+        stale = pc.is_in(self.table.column("key"),
+                         value_set=chains.column("key").combine_chunks())
+        table = pa.concat_tables([self.table.filter(pc.invert(stale)), chains])
+        new = _hashes(delta.column("key").filter(pc.equal(kind, 1)))
+        execs = _insert_sorted(self.execs, new)
+        pruned = self.pruned
+        if prune_before is not None and table.num_rows:
+            table, dead = _prune(table, prune_before)
+            if dead.num_rows:
+                delta = pa.concat_tables([delta, dead])
+                pruned = pruned.added(dead)
+        return FixCarry(table, delta, execs, pruned)
 
     def relevant(self, ids: list[pa.Array], ex17: pa.Array) -> tuple[pa.Table, pa.Array]:
         """The carried rows a chunk with these identifiers can touch (its ids, their chains'
-        roots and open cancel requests), and the carried ExecIDs that it repeats."""
+        roots and open cancel requests; a pruned chain's rows restored from ``pruned`` when the
+        chunk names one of its keys), and the carried ExecIDs that it repeats (hash lookups:
+        log(carry) per id, not a scan of every ExecID or pruned key)."""
         t = self.table
-        if not t.num_rows:
-            return t, pa.array([], pa.string())
-        kind0 = pc.equal(t.column("kind"), 0)
         want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
-        sel = pc.and_(kind0, pc.is_in(t.column("key"), value_set=want))
+        ex = pc.unique(ex17).drop_null()
+        seen = ex.filter(pa.array(_in_sorted(self.execs, _hashes(ex))))
+        if self.pruned.size and len(want):
+            t = pa.concat_tables([t, self.pruned.restore(want, t.column("key"))])
+        if not t.num_rows:
+            return t, seen
+        sel = pc.is_in(t.column("key"), value_set=want)
         roots = pa.concat_arrays([t.column("root").filter(sel).combine_chunks(),
                                   t.column("by37").filter(sel).combine_chunks()]).drop_null()
-        sel = pc.or_(sel, pc.and_(kind0, pc.is_in(t.column("key"), value_set=roots)))
+        sel = pc.or_(sel, pc.is_in(t.column("key"), value_set=roots))
         cancels = t.column("cancel_key").filter(sel).combine_chunks().drop_null()
-        sel = pc.or_(sel, pc.and_(kind0, pc.is_in(t.column("key"), value_set=cancels)))
-        kind1 = pc.equal(t.column("kind"), 1)
-        ex = pc.unique(ex17).drop_null()
-        seen = t.column("key").filter(pc.and_(kind1, pc.is_in(t.column("key"), value_set=ex)))
-        return t.filter(sel), seen.combine_chunks()
+        sel = pc.or_(sel, pc.is_in(t.column("key"), value_set=cancels))
+        return t.filter(sel), seen
+
+
+#: How long (log time) a done order's chain is kept after it is done, so that late answers
+#: ("too late to cancel") and late reports still find it (``FixCarry``).
+RETAIN_NS = 60_000_000_000
+#: OrdStatus(39) of a done order: filled, cancelled, rejected, expired.
+_DONE_STATUS = np.array([ord(c) for c in "248C"], np.uint8)
+
+
+def _conform(delta: pa.Table) -> pa.Table:
+    """A persisted delta in ``CARRY_SCHEMA`` (deltas written before ``done_ns``: null)."""
+    if "done_ns" not in delta.column_names:
+        delta = delta.append_column("done_ns", pa.nulls(delta.num_rows, pa.int64()))
+    return delta.select(CARRY_SCHEMA.names).cast(CARRY_SCHEMA)
+
+
+def _rows(keys: pa.Array, kind: int, req_class: int | pa.Array) -> pa.Table:
+    """Carry rows with only ``kind``, ``key`` and ``req_class`` set."""
+    k = len(keys)
+    cols = {f.name: pa.nulls(k, f.type) for f in CARRY_SCHEMA}
+    cols["kind"] = pa.array(np.full(k, kind, np.int8))
+    cols["key"] = keys
+    cols["req_class"] = (pa.array(np.full(k, req_class, np.int8)) if isinstance(req_class, int)
+                         else req_class)
+    return pa.table(cols, schema=CARRY_SCHEMA)
+
+
+def _prune(table: pa.Table, before: int) -> tuple[pa.Table, pa.Table]:
+    """(the chains alive, the pruned chains' rows as kind 2 rows): a chain goes when its root
+    row was done before ``before`` and none of its requests is unanswered."""
+    done = pc.less(table.column("done_ns").fill_null(before), before)
+    roots = table.column("key").filter(done)
+    if not len(roots):
+        return table, CARRY_SCHEMA.empty_table()
+    chain = pc.coalesce(table.column("root"), table.column("by37"))
+    busy = chain.filter(table.column("req_open").fill_null(False)).combine_chunks()
+    drop = pc.and_(pc.is_in(chain, value_set=roots.combine_chunks()),
+                   pc.invert(pc.is_in(chain, value_set=busy)))
+    drop = drop.fill_null(False)
+    dead = table.filter(drop)
+    dead = dead.set_column(0, CARRY_SCHEMA.field("kind"),
+                           pa.array(np.full(dead.num_rows, 2, np.int8)))
+    return table.filter(pc.invert(drop)), dead
+
+
+@njit(cache=True)
+def _hash64(raw, starts, lengths):  # pragma: no cover - numba
+    """FNV-1a (64 bits) of each value, with a murmur3 finaliser to spread the bits."""
+    out = np.empty(starts.shape[0], np.uint64)
+    for i in range(starts.shape[0]):
+        h = np.uint64(14695981039346656037)
+        for k in range(starts[i], starts[i] + lengths[i]):
+            h = (h ^ np.uint64(raw[k])) * np.uint64(1099511628211)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        out[i] = h
+    return out
+
+
+def _hashes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of the non-null values of a string array."""
+    if not len(arr):
+        return np.zeros(0, np.uint64)
+    raw, starts, lengths, valid = _flat(arr)
+    return _hash64(raw, starts, lengths)[valid]
+
+
+def _in_sorted(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in the sorted array ``sorted_`` (binary search: log(carry) per
+    value, not the carry's size)."""
+    if not sorted_.size or not values.size:
+        return np.zeros(values.shape[0], bool)
+    at = np.minimum(np.searchsorted(sorted_, values), sorted_.size - 1)
+    return sorted_[at] == values
+
+
+def _insert_sorted(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``sorted_`` with ``values`` added (sorted, unique): a chunk's few new values inserted by
+    binary search and one copy, not a sort of the whole set per chunk."""
+    if not values.size:
+        return sorted_
+    values = np.unique(values)
+    values = values[~_in_sorted(sorted_, values)]
+    return np.insert(sorted_, np.searchsorted(sorted_, values), values)
+
+
+#: ``done_ns`` of a chain restored from ``_Pruned``: done long ago, so it is pruned again at the
+#: end of the chunk that restored it unless that chunk leaves one of its requests unanswered or
+#: reports on it (when a chain is pruned changes memory only, never a result).
+_RESTORED_DONE = 0
+#: Carried values of a pruned root, stored as codes of interned strings (``_Pruned.vals``).
+_PRUNED_VALUES = ("o_trader", "o_account", "o_symbol", "o_side", "l_price", "l_qty")
+_ORIGIN, _LAST, _CANCELLED = 1, 2, 4  # ``_Pruned.flags`` bits
+
+
+class _Pruned:
+    """The pruned chains of a ``FixCarry``, compactly, so that a later reference resolves as in
+    the whole file. Per key, by 64-bit hash (sorted; binary search): its ``root`` and ``by37``
+    (codes of interned strings, -1: none), request class and ``chain`` (-1: not a root); per
+    chain (a root key): ``flags`` (origin, last, cancelled) and its carried values (``vals``,
+    interned codes). About 100 bytes per pruned order (two or three keys; the root ClOrdID's
+    bytes, since a late event's ``order_id`` is that string); the trader, account, symbol, side,
+    price and quantity strings are stored once for all orders. A chain's cancel request key is
+    not kept: the restored root is cancelled "by a report", which changes no event. Updates
+    return a copy: a carry is never changed in place (``Tee._carry``)."""
+
+    def __init__(self) -> None:
+        self.hashes = np.zeros(0, np.uint64)
+        self.root = np.zeros(0, np.int32)
+        self.by37 = np.zeros(0, np.int32)
+        self.req_class = np.zeros(0, np.int8)
+        self.chain = np.zeros(0, np.int32)
+        self.flags = np.zeros(0, np.uint8)
+        self.vals = np.zeros((0, len(_PRUNED_VALUES)), np.int32)
+        self.vhash = np.zeros(0, np.uint64)  # interned strings: sorted hashes, their codes,
+        self.vcode = np.zeros(0, np.int32)
+        self.strings: list[pa.Array] = []  # and the strings in code order (a few chunks)
+
+    @property
+    def size(self) -> int:
+        """Keys stored."""
+        return int(self.hashes.size)
+
+    def nbytes(self) -> int:
+        """Memory held (arrays and interned strings)."""
+        arrays = (self.hashes, self.root, self.by37, self.req_class, self.chain, self.flags,
+                  self.vals, self.vhash, self.vcode)
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self.strings)
+
+    def added(self, dead: pa.Table) -> _Pruned:
+        """A copy with the kind 2 rows ``dead`` added (a key already stored, from a chain that
+        was restored and pruned again, is overwritten)."""
+        out = _Pruned()
+        out.__dict__.update(self.__dict__)
+        informative = pc.or_(pc.greater(dead.column("req_class").fill_null(0), 0),
+                             pc.or_(pc.is_valid(dead.column("root")),
+                                    pc.is_valid(dead.column("by37"))))
+        dead = dead.filter(informative)  # (rows persisted before pruned rows were full)
+        if not dead.num_rows:
+            return out
+        codes = out._intern([dead.column(c).combine_chunks()
+                             for c in ("root", "by37", *_PRUNED_VALUES)])
+        key = dead.column("key").combine_chunks()
+        is_root = np.asarray(pc.equal(key, dead.column("root").combine_chunks())
+                             .fill_null(False).to_numpy(zero_copy_only=False), bool)
+
+        def flag(col: str, bit: int) -> np.ndarray:
+            v = dead.column(col).fill_null(False).to_numpy(zero_copy_only=False)
+            return np.where(np.asarray(v, bool), bit, 0).astype(np.uint8)
+
+        k = dead.num_rows
+        chain = np.full(k, -1, np.int32)
+        chain[is_root] = out.flags.size + np.arange(int(is_root.sum()), dtype=np.int32)
+        flags = flag("origin", _ORIGIN) | flag("last", _LAST) | flag("cancelled", _CANCELLED)
+        out.flags = np.concatenate([out.flags, flags[is_root]])
+        out.vals = np.concatenate([out.vals, np.stack(codes[2:], axis=1)[is_root]])
+        # one entry per key (the last row wins), in hash order
+        h = _hashes(key)
+        uh, first = np.unique(h[::-1], return_index=True)
+        sel = k - 1 - first
+        new = {"root": codes[0][sel], "by37": codes[1][sel],
+               "req_class": dead.column("req_class").fill_null(0).to_numpy()[sel]
+               .astype(np.int8), "chain": chain[sel]}
+        found = _in_sorted(out.hashes, uh)
+        at = np.searchsorted(out.hashes, uh)
+        for name, values in new.items():
+            arr = getattr(out, name).copy()
+            arr[at[found]] = values[found]
+            setattr(out, name, np.insert(arr, at[~found], values[~found]))
+        out.hashes = np.insert(out.hashes, at[~found], uh[~found])
+        return out
+
+    def _intern(self, arrays: list[pa.Array]) -> list[np.ndarray]:
+        """Codes of the values of ``arrays`` (-1: null), new strings appended (in place: only
+        on the copy ``added`` makes)."""
+        uniq = pc.unique(pa.chunked_array(arrays, pa.string())).drop_null()
+        uh = _hashes(uniq)
+        known = _in_sorted(self.vhash, uh)
+        ucode = np.empty(len(uniq), np.int32)
+        ucode[known] = self.vcode[np.searchsorted(self.vhash, uh[known])]
+        fresh = np.flatnonzero(~known)
+        if fresh.size:
+            base = sum(len(a) for a in self.strings)
+            ucode[fresh] = base + np.arange(fresh.size, dtype=np.int32)
+            strings = [*self.strings, uniq.take(pa.array(fresh))]
+            self.strings = [pa.concat_arrays(strings)] if len(strings) > 16 else strings
+            order = np.argsort(uh[fresh])
+            at = np.searchsorted(self.vhash, uh[fresh][order])
+            self.vhash = np.insert(self.vhash, at, uh[fresh][order])
+            self.vcode = np.insert(self.vcode, at, ucode[fresh][order])
+        out = []
+        for arr in arrays:
+            idx = pc.index_in(arr, value_set=uniq).fill_null(-1).to_numpy(zero_copy_only=False)
+            out.append(np.where(idx >= 0, ucode[np.maximum(idx, 0)], -1).astype(np.int32))
+        return out
+
+    def _text(self, codes: np.ndarray) -> pa.Array:
+        """The interned strings of ``codes`` (null for -1)."""
+        if not self.strings or not codes.size:
+            return pa.nulls(codes.size, pa.string())
+        got = pa.chunked_array(self.strings, pa.string()).take(pa.array(np.maximum(codes, 0)))
+        return pc.if_else(pa.array(codes >= 0), got.combine_chunks(),
+                          pa.scalar(None, pa.string()))
+
+    def _find(self, keys: pa.Array, alive: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+        """The ``keys`` stored and not alive (in ``alive``), with their entries."""
+        h = _hashes(keys)
+        hit = _in_sorted(self.hashes, h)
+        if len(alive) and hit.any():
+            hit &= ~np.asarray(pc.is_in(keys, value_set=alive.combine_chunks())
+                               .to_numpy(zero_copy_only=False), bool)
+        return keys.filter(pa.array(hit)), np.searchsorted(self.hashes, h[hit])
+
+    def restore(self, want: pa.Array, alive: pa.ChunkedArray) -> pa.Table:
+        """Kind 0 rows, as they were when pruned, for the keys in ``want`` that are stored and
+        not alive, and for their chains' roots (a key's ``root`` and ``by37``)."""
+        keys, pos = self._find(want, alive)
+        if not len(keys):
+            return CARRY_SCHEMA.empty_table()
+        refs = np.unique(np.concatenate([self.root[pos], self.by37[pos]]))
+        refs = self._text(refs[refs >= 0])
+        more, mpos = self._find(pc.filter(refs, pc.invert(pc.is_in(refs, value_set=keys))),
+                                alive)
+        keys = pa.concat_arrays([keys, more])
+        pos = np.concatenate([pos, mpos])
+        k = len(keys)
+        ch = self.chain[pos]
+        root = ch >= 0
+        flags = np.zeros(k, np.uint8)
+        vals = np.full((k, len(_PRUNED_VALUES)), -1, np.int32)
+        flags[root] = self.flags[ch[root]]
+        vals[root] = self.vals[ch[root]]
+        cols = {
+            "kind": pa.array(np.zeros(k, np.int8)),
+            "key": keys,
+            "root": self._text(self.root[pos]),
+            "req_class": pa.array(self.req_class[pos]),
+            "req_open": pa.array(np.zeros(k, bool)),
+            "by37": self._text(self.by37[pos]),
+            "cancelled": pa.array(flags & _CANCELLED > 0),
+            "cancel_key": pa.nulls(k, pa.string()),
+            "origin": pa.array(flags & _ORIGIN > 0),
+            "last": pa.array(flags & _LAST > 0),
+            "done_ns": pa.array(np.full(k, _RESTORED_DONE, np.int64), mask=~root),
+        }
+        for j, name in enumerate(_PRUNED_VALUES):
+            cols[name] = self._text(vals[:, j])
+        return pa.table(cols).select(CARRY_SCHEMA.names).cast(CARRY_SCHEMA)
 
 
 def _flat(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1462,6 +1861,14 @@ class _StitchState:
             row_of_code[vkey] = vrows
             cm = np.where(ck >= 0, row_of_code[np.maximum(ck, 0)], -1)
             cancel_msg[vkey[cancelled]] = np.where(cm >= 0, cm, vrows)[cancelled]
+        # per code: when its order was done (carried; ``carry_out`` updates it), and whether
+        # it is only a pruned request ClOrdID (a bare row that makes a reuse a duplicate)
+        self.done = np.full(ncodes, NAT, np.int64)
+        self.ghost = np.zeros(ncodes, np.bool_)
+        if v:
+            # (nulls filled first: through float64 a time would lose its last bits)
+            self.done[vkey] = rel.column("done_ns").fill_null(NAT).to_numpy()
+            self.ghost[vkey] = (self.vroot < 0) & (by37[vkey] < 0) & (req_class > 0)
         seen17[seen_codes] = True
         self.arrays = (root, req_msg, req_open, by37, cancel_msg, origin, last, seen17)
         self.row_arrays = (req_msg, cancel_msg, origin, last)
@@ -1489,12 +1896,28 @@ class _StitchState:
         rs2 = np.concatenate([rs, np.full(v, buf.shape[0], np.int64)])
         return _Spans(np.concatenate(blocks), rs2, vs2, vl2)
 
-    def carry_out(self, carry: FixCarry, sp: _Spans, mclass: np.ndarray) -> FixCarry:
-        """The carry after this chunk: ``carry`` updated with every id the chunk touched."""
+    def carry_out(self, carry: FixCarry, sp: _Spans, mclass: np.ndarray,
+                  s: _Stitched) -> FixCarry:
+        """The carry after this chunk: ``carry`` updated with every id the chunk touched, each
+        chain's done time from its latest ExecutionReport (in time order), and the chains done
+        ``RETAIN_NS`` before the chunk's latest time pruned."""
         root, req_msg, req_open, by37, cancel_msg, origin, last, seen17 = self.arrays
         d = self.dictionary
-        codes = np.flatnonzero((root >= 0) | (req_msg >= 0) | (by37 >= 0))
+        codes = np.flatnonzero(((root >= 0) | (req_msg >= 0) | (by37 >= 0))
+                               & ~(self.ghost & (root < 0) & (by37 < 0)))
         m = codes.size
+        n = self.n
+        done = self.done.copy()
+        prune_before = None
+        if s.key is not None:
+            rows = np.flatnonzero(s.ok & (mclass[:n] == M_ER) & (s.mroot[:n] >= 0))
+            if rows.size:
+                rev = rows[np.argsort(s.key[rows], kind="stable")][::-1]
+                roots, first = np.unique(s.mroot[rev], return_index=True)
+                latest = rev[first]  # each chain's latest report
+                fin = np.isin(s.ordstatus[latest], _DONE_STATUS)
+                done[roots] = np.where(fin, s.key[latest], NAT)
+            prune_before = int(s.key.max()) - RETAIN_NS
 
         none = pa.scalar(None, pa.string())
 
@@ -1538,30 +1961,25 @@ class _StitchState:
             "last": pa.array(has_l),
             "l_price": only(has_l, sp.strings(COL[44], lrow)),
             "l_qty": only(has_l, sp.strings(COL[38], lrow)),
+            "done_ns": pa.array(done[codes], mask=done[codes] == NAT),
         }, schema=CARRY_SCHEMA)  # fmt: skip
-        new17 = seen17.copy()
-        known = pc.is_in(self.d17, value_set=carry.table.column("key").filter(
-            pc.equal(carry.table.column("kind"), 1)).combine_chunks()) if carry.table.num_rows \
-            else pa.array(np.zeros(len(self.d17), bool))
-        new17 &= ~np.asarray(known.to_numpy(zero_copy_only=False), bool)
-        ex = self.d17.filter(pa.array(new17))
-        k = len(ex)
-        execs = pa.table({f.name: pa.nulls(k, f.type) for f in CARRY_SCHEMA})
-        execs = execs.set_column(0, "kind", pa.array(np.ones(k, np.int8)))
-        execs = execs.set_column(1, "key", ex)
-        return carry.merged(pa.concat_tables([delta, execs.cast(CARRY_SCHEMA)]))
+        new17 = seen17 & ~_in_sorted(carry.execs, _hashes(self.d17))
+        execs = _rows(self.d17.filter(pa.array(new17)), kind=1, req_class=0)
+        return carry.merged(pa.concat_tables([delta, execs]), prune_before)
 
 
 @njit(cache=True)
-def _safe_cut(ok, mclass, action, closed_by, rline):  # pragma: no cover - numba
-    """The last row L starting a line such that every request before L was answered before L
-    (n when none is left open; 0 when no such line exists)."""
+def _safe_cut(ok, mclass, action, closed_by, rline, stop):  # pragma: no cover - numba
+    """The last row L <= ``stop`` starting a line such that every request before L was answered
+    before L (n when none is left open and ``stop`` is n; 0 when no such line exists)."""
     n = ok.shape[0]
     reach = -1
     best = 0
     for p in range(n):
         if p > 0 and rline[p] != rline[p - 1] and reach < p:
             best = p
+        if p >= stop:
+            return best
         if ok[p] and (mclass[p] == M_D or mclass[p] == M_F or mclass[p] == M_G):
             c = closed_by[p]
             if c < 0 and (action[p] == A_NEW or action[p] == A_MODIFY

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import tomllib
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,11 +32,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from numba import njit
 
 from appliance.clean.tokens import EVENT_TOKENS, SIDE_TOKENS
 from appliance.schema import EVENTS, MARKET_DATA, ORDER_EVENTS, SIDES, TIMESTAMP
 from connectors.base import InputRefused, ReadResult
-from connectors.lines import join_lines, quarantine_lines, raw_slices, scan_lines
+from connectors.lines import join_lines, quarantine_lines, raw_slices, scan_lines, utf8_ok
 from connectors.parse import clean_string, normalise_tokens, parse_number
 
 MAPPINGS = Path(__file__).resolve().parent / "mappings"
@@ -275,6 +278,153 @@ def _ts_array(ns: np.ndarray, ok: np.ndarray) -> pa.Array:
     return pa.array(ns, pa.int64(), mask=~ok).cast(TIMESTAMP)
 
 
+# --------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _fmix(h):  # pragma: no cover - numba
+    """MurmurHash3's 64-bit finaliser: every input bit reaches every output bit."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(cache=True)
+def _line_keys(buf, starts, ends):  # pragma: no cover - numba
+    """A 128-bit key of each line's bytes: two unrelated 64-bit hashes (FNV-1a and a
+    multiply-xorshift), each finalised with the line length."""
+    n = starts.shape[0]
+    hi = np.empty(n, np.uint64)
+    lo = np.empty(n, np.uint64)
+    p1 = np.uint64(0x100000001B3)
+    p2 = np.uint64(0x9E3779B97F4A7C15)
+    for k in range(n):
+        a = np.uint64(0xCBF29CE484222325)
+        b = np.uint64(0x84222325CBF29CE4)
+        for i in range(starts[k], ends[k]):
+            c = np.uint64(buf[i])
+            a = (a ^ c) * p1
+            b = (b + c) * p2
+            b ^= b >> np.uint64(29)
+        length = np.uint64(ends[k] - starts[k])
+        hi[k] = _fmix(a ^ length)
+        lo[k] = _fmix(b ^ (length * p2))
+    return hi, lo
+
+
+@njit(cache=True)
+def _dedupe(hi, lo, order, seen_hi, seen_lo):  # pragma: no cover - numba
+    """Lines whose key was seen before (in ``seen``, sorted by (hi, lo), or earlier in this
+    chunk; ``order`` is the chunk's stable sort by key, so the first of equal keys is the
+    earliest line), and ``seen`` merged with this chunk's new keys (still sorted)."""
+    n, s = order.shape[0], seen_hi.shape[0]
+    dup = np.zeros(n, np.bool_)
+    out_hi = np.empty(s + n, np.uint64)
+    out_lo = np.empty(s + n, np.uint64)
+    j = m = 0
+    prev_h = prev_l = np.uint64(0)
+    for t in range(n):
+        k = order[t]
+        h, v = hi[k], lo[k]
+        if t > 0 and h == prev_h and v == prev_l:
+            dup[k] = True
+            continue
+        prev_h, prev_l = h, v
+        while j < s and (seen_hi[j] < h or (seen_hi[j] == h and seen_lo[j] < v)):
+            out_hi[m] = seen_hi[j]
+            out_lo[m] = seen_lo[j]
+            m += 1
+            j += 1
+        if j < s and seen_hi[j] == h and seen_lo[j] == v:
+            dup[k] = True
+        else:
+            out_hi[m] = h
+            out_lo[m] = v
+            m += 1
+    while j < s:
+        out_hi[m] = seen_hi[j]
+        out_lo[m] = seen_lo[j]
+        m += 1
+        j += 1
+    return dup, out_hi[:m], out_lo[:m]
+
+
+#: A chunk's carry delta: the 128-bit keys of the lines it added to the duplicate set; the
+#: scalar state (``VendorCarry.META``) rides in the schema metadata.
+CARRY_SCHEMA = pa.schema([("hi", pa.uint64()), ("lo", pa.uint64())])
+
+
+def _no_keys() -> np.ndarray:
+    return np.zeros(0, np.uint64)
+
+
+@dataclass
+class VendorCarry:
+    """What a vendor file's later chunks need of its earlier ones (``read(carry=...)``):
+
+    * ``lines``: lines read so far (``skip_lines`` counts from the file's first line);
+    * ``decided``/``names``: whether the first content line was seen, and the header's cells
+      when it was a header (later chunks are parsed with them; no preamble needed);
+    * ``width``/``hist``: without a header, a delimited record must have the file's most common
+      field count. Chunks use the first chunk's mode and count every chunk's field counts in
+      ``hist``; ``exact()`` says whether the whole file's mode agreed (else the file is read again
+      with ``VendorCarry(width=...)``);
+    * ``seen_hi``/``seen_lo``: the sorted 128-bit keys of the lines read (``dedupe``): 16 bytes
+      per distinct line, the only part that grows with the file.
+
+    ``delta`` is what the last chunk added (the tee persists it; ``replay`` rebuilds)."""
+
+    META: ClassVar[bytes] = b"vendor.carry"
+    lines: int = 0
+    decided: bool = False
+    names: list[str] | None = None
+    width: int = -1
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seen_hi: np.ndarray = field(default_factory=_no_keys)
+    seen_lo: np.ndarray = field(default_factory=_no_keys)
+    delta: pa.Table = field(default_factory=CARRY_SCHEMA.empty_table)
+
+    @classmethod
+    def empty(cls) -> VendorCarry:
+        return cls()
+
+    def exact(self) -> bool:
+        """Whether the chunks were parsed with the field count the whole file would use."""
+        return self.width < 0 or not self.hist.any() or int(self.hist.argmax()) == self.width
+
+    def count_widths(self, nfields: np.ndarray) -> None:
+        counts = np.bincount(nfields)
+        if counts.size > self.hist.size:
+            counts[: self.hist.size] += self.hist
+            self.hist = counts
+        else:
+            self.hist = self.hist.copy()
+            self.hist[: counts.size] += counts
+
+    def _meta(self) -> dict[bytes, bytes]:
+        state = {"lines": self.lines, "decided": self.decided, "names": self.names,
+                 "width": self.width, "hist": self.hist.tolist()}  # fmt: skip
+        return {self.META: json.dumps(state).encode()}
+
+    def finish(self, new_hi: np.ndarray, new_lo: np.ndarray) -> None:
+        self.delta = pa.table({"hi": new_hi, "lo": new_lo},
+                              schema=CARRY_SCHEMA.with_metadata(self._meta()))
+
+    @classmethod
+    def replay(cls, deltas: list[pa.Table]) -> VendorCarry:
+        """The state after the chunks whose deltas are given, in chunk order."""
+        if not deltas:
+            return cls()
+        state = json.loads(deltas[-1].schema.metadata[cls.META])
+        hi = np.concatenate([d.column("hi").to_numpy() for d in deltas]).astype(np.uint64)
+        lo = np.concatenate([d.column("lo").to_numpy() for d in deltas]).astype(np.uint64)
+        order = np.lexsort((lo, hi))
+        return cls(lines=state["lines"], decided=state["decided"], names=state["names"],
+                   width=state["width"], hist=np.asarray(state["hist"], np.int64),
+                   seen_hi=hi[order], seen_lo=lo[order])  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 class VendorConnector:
     """Any delimited / fixed-width vendor file, driven by a TOML mapping."""
@@ -308,7 +458,23 @@ class VendorConnector:
         except MappingError as exc:
             raise InputRefused(path, "mapping", str(exc)) from exc
 
-    def read(self, path: Path, source: str) -> ReadResult:
+    def bind(self, path: Path) -> None:
+        """Fix the mapping that applies to ``path`` (the given one, else its sidecar), so that
+        its lines copied elsewhere (a chunk's temporary file) are read with it."""
+        spec: Any = self.mapping
+        if spec is None or isinstance(spec, (str, Path)):
+            self.resolve_mapping(path)  # InputRefused when there is none or it is wrong
+            for cand in (path.with_name(path.name + ".mapping.toml"), path.parent / "mapping.toml"):
+                if spec is None and cand.exists():
+                    spec = cand
+            self.mapping = load_mapping(spec)  # extends resolved where the mapping file lives
+        self.kind = validate_mapping(load_mapping(self.mapping))["format"]["kind"]  # type: ignore[misc]
+
+    def read(self, path: Path, source: str, carry: VendorCarry | None = None) -> ReadResult:
+        """Read ``path`` whole, or, with ``carry`` (``VendorCarry.empty()`` for the first chunk,
+        then the previous chunk's ``result.carry``), as the next chunk of complete lines of a
+        longer file: the header, ``skip_lines`` and duplicates of earlier chunks are known, and
+        ``result.carry.delta`` is what this chunk added. The carry is updated in place."""
         path = Path(path)
         m = self.resolve_mapping(path)
         fmt, cols = m["format"], m["columns"]
@@ -320,17 +486,22 @@ class VendorConnector:
         lines = scan_lines(data, delim)
         n = lines.count
         skip = np.zeros(n, bool)
-        skip[: int(fmt["skip_lines"])] = True
+        done = carry.lines if carry is not None else 0  # lines of the file before this chunk
+        skip[: max(0, int(fmt["skip_lines"]) - done)] = True
         comment = np.zeros(n, bool)
-        for prefix in fmt["comment"]:
-            pb = prefix.encode()
-            for k in np.flatnonzero(~lines.blank):
-                if data[lines.starts[k] : lines.starts[k] + len(pb)] == pb:
-                    comment[k] = True
+        buf, size = lines.buf, lines.buf.size
+        for prefix in fmt["comment"]:  # vectorised: the prefix's bytes at every line start
+            pb = np.frombuffer(prefix.encode(), np.uint8)
+            hit = ~lines.blank & (lines.starts + pb.size <= size)
+            for j in range(pb.size):
+                hit &= buf[np.minimum(lines.starts + j, size - 1)] == pb[j]
+            comment |= hit
         content = np.flatnonzero(~lines.blank & ~comment & ~skip)
         header_idx = None
         names: list[str] | None = None
-        if fmt["layout"] == "delimited" and content.size and lines.valid_utf8[content[0]]:
+        if carry is not None and carry.decided:  # the first content line was in an earlier chunk
+            names = carry.names
+        elif fmt["layout"] == "delimited" and content.size and lines.valid_utf8[content[0]]:
             first = data[lines.starts[content[0]] : lines.ends[content[0]]].decode()
             cells = [c.strip().strip('"').strip().lower() for c in first.split(fmt["delimiter"])]
             known = {a for spec in cols.values() for a in spec["names"]}
@@ -340,25 +511,37 @@ class VendorConnector:
             if header is True or (header == "auto" and hits >= max(1, len(cells) // 2)):
                 header_idx = int(content[0])
                 names = cells
+        if carry is not None and content.size:
+            carry.decided, carry.names = True, names
         body = content[1:] if header_idx is not None else content
         rejects: list[tuple[np.ndarray, str, str | None]] = []
         if fmt["layout"] == "delimited":  # invalid UTF-8, NUL or an unbalanced quote
             garbage = ~lines.valid_utf8[body]
         else:  # quotes mean nothing in fixed-width text
-            garbage = np.array([not _text_ok(data[lines.starts[k] : lines.ends[k]])
-                                for k in body.tolist()], bool)  # fmt: skip
+            garbage = ~_text_ok_lines(buf, lines.starts[body], lines.ends[body])
         rejects.append((body[garbage], "invalid_utf8", None))
         body = body[~garbage]
+        new_hi, new_lo = _no_keys(), _no_keys()
         if fmt["dedupe"] and body.size:  # an identical earlier line: a resend, not a new event
-            raws = raw_slices(lines.buf, lines.starts[body], lines.ends[body])
-            codes = pc.dictionary_encode(raws).indices.to_numpy(zero_copy_only=False)
-            _, first = np.unique(codes, return_index=True)
-            dup = np.ones(body.size, bool)
-            dup[first] = False
+            hi, lo = _line_keys(buf, lines.starts[body], lines.ends[body])
+            seen = (carry.seen_hi, carry.seen_lo) if carry is not None else (_no_keys(),) * 2
+            dup, seen_hi, seen_lo = _dedupe(hi, lo, np.lexsort((lo, hi)), *seen)
+            if carry is not None:
+                carry.seen_hi, carry.seen_lo = seen_hi, seen_lo
+                new_hi, new_lo = hi[~dup], lo[~dup]
             rejects.append((body[dup], "duplicate", None))
             body = body[~dup]
-        if fmt["layout"] == "delimited":
-            cells, body = self._delimited(path, data, lines, body, names, cols, fmt, rejects)
+        if carry is not None and not carry.decided:
+            # only skipped, comment or blank lines so far: whether a header comes (and which
+            # columns it names) is for a later chunk to say; nothing to parse here
+            cells: dict[str, pa.Array] = {}
+        elif fmt["layout"] == "delimited":
+            if names is None and carry is not None and body.size:  # the field count: see carry
+                carry.count_widths(lines.nfields[body])
+                if carry.width < 0:
+                    carry.width = int(np.bincount(lines.nfields[body]).argmax())
+            cells, body = self._delimited(path, data, lines, body, names, cols, fmt, rejects,
+                                          carry.width if carry is not None else -1)
         else:
             cells, body = self._fixed(data, lines, body, cols, fmt, rejects)
         table, kept = self._convert(cells, body, cols, m, schema, rejects)
@@ -368,12 +551,19 @@ class VendorConnector:
         ignored = int((lines.blank | comment | skip).sum())
         result = ReadResult(events=events, quarantine=quarantine, rows=rows, ignored=ignored,
                             reasons=reasons)  # fmt: skip
+        if carry is not None:
+            carry.lines += n
+            carry.finish(new_hi, new_lo)
+            result.carry = carry  # type: ignore[attr-defined]
         result.check_balance()
         return result
 
     # -----------------------------------------------------------------------------------------
-    def _delimited(self, path, data, lines, body, names, cols, fmt, rejects):
-        width = int(np.bincount(lines.nfields[body]).argmax()) if body.size else 0
+    def _delimited(self, path, data, lines, body, names, cols, fmt, rejects, width=-1):
+        """``width`` >= 0: the field count of a headerless record (a chunk's carry), else the
+        most common one."""
+        if width < 0:
+            width = int(np.bincount(lines.nfields[body]).argmax()) if body.size else 0
         if names is not None:
             width = len(names)
             positions = {}
@@ -442,8 +632,8 @@ class VendorConnector:
         return out, body
 
     def _fixed(self, data, lines, body, cols, fmt, rejects):
-        text = [data[lines.starts[k] : lines.ends[k]].decode() for k in body.tolist()]
-        arr = pa.array(text, pa.string())
+        # the lines were checked for UTF-8 (garbage): one gather, no per-line decode
+        arr = raw_slices(lines.buf, lines.starts[body], lines.ends[body]).cast(pa.string())
         length = np.asarray(pc.utf8_length(arr)) if len(arr) else np.zeros(0, np.int64)
         # a record must reach every required column; optional trailing columns may be cut off
         # (trailing spaces trimmed by editors, short records) and are then empty
@@ -558,11 +748,10 @@ class VendorConnector:
         return pa.table({k: out[k].cast(schema.field(k).type) for k in schema.names}).cast(schema)
 
 
-def _text_ok(raw: bytes) -> bool:
-    if b"\x00" in raw:
-        return False
-    try:
-        raw.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+@njit(cache=True)
+def _text_ok_lines(buf, starts, ends):  # pragma: no cover - numba
+    """Per line: valid UTF-8 without NUL bytes (fixed-width text, where quotes mean nothing)."""
+    ok = np.empty(starts.shape[0], np.bool_)
+    for k in range(starts.shape[0]):
+        ok[k] = utf8_ok(buf, starts[k], ends[k])
+    return ok

@@ -251,11 +251,10 @@ def _num(fixed, fbit, nulls, j, row, i):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _first_kernel(idx, fixed, fbit, offsets, datas, sbit, nulls):  # pragma: no cover - numba
-    """Per row ``idx[i]``, whether no earlier one of those rows is equal in every column:
-    fixed-width values ``fixed[j]`` (int64 bits), strings ``datas[j][offsets[j][r]:...]``;
-    ``nulls[i]`` has bit ``fbit[j]``/``sbit[j]`` set where the value is null (null equals null
-    only). Open-addressing hash table of the distinct rows seen; equal hashes compared in full."""
+def _hash_rows(idx, fixed, fbit, offsets, datas, sbit, nulls):  # pragma: no cover - numba
+    """A 64-bit hash of each row ``idx[i]``'s content: its null flags, fixed-width values by
+    bits, strings by bytes. It depends on the row alone (not on the table around it), so rows
+    hashed in different chunks, processes or ranges compare (appliance.clean.resends)."""
     m, k, s = idx.size, len(fbit), len(sbit)
     h = np.empty(m, np.uint64)
     for i in range(m):
@@ -273,6 +272,17 @@ def _first_kernel(idx, fixed, fbit, offsets, datas, sbit, nulls):  # pragma: no 
                 y = (y ^ _U(d[q])) * _FNV
             x = _mix(x, y)
         h[i] = x
+    return h
+
+
+@njit(cache=True)
+def _first_kernel(idx, fixed, fbit, offsets, datas, sbit, nulls):  # pragma: no cover - numba
+    """Per row ``idx[i]``, whether no earlier one of those rows is equal in every column:
+    fixed-width values ``fixed[j]`` (int64 bits), strings ``datas[j][offsets[j][r]:...]``;
+    ``nulls[i]`` has bit ``fbit[j]``/``sbit[j]`` set where the value is null (null equals null
+    only). Open-addressing hash table of the distinct rows seen; equal hashes compared in full."""
+    m = idx.size
+    h = _hash_rows(idx, fixed, fbit, offsets, datas, sbit, nulls)
     size = 1
     while size < 2 * m:
         size *= 2
@@ -319,6 +329,24 @@ def _first_of_content(table: pa.Table, idx: np.ndarray) -> np.ndarray | None:
     """``_first_of_equal`` on ``table``'s rows ``idx`` (ascending), read straight from the Arrow
     buffers by a numba kernel (no take, no copy for 64-bit values and string columns); None when
     a column is neither fixed-width numeric nor string/binary."""
+    args = _content_args(table, idx)
+    return None if args is None else _first_kernel(*args)
+
+
+def content_hashes(table: pa.Table, idx: np.ndarray | None = None) -> np.ndarray:
+    """A 64-bit hash (uint64) of each row ``idx`` (all rows by default) of ``table``'s
+    ``_DUP_KEY`` columns, as the resend check hashes them: equal rows hash equal whatever table,
+    chunk or process they are in (null ≠ any value, 0.0 ≠ -0.0, strings by bytes). Only a hint:
+    equal hashes must still be compared in full."""
+    idx = np.arange(table.num_rows, dtype=np.int64) if idx is None else idx.astype(np.int64)
+    args = _content_args(table.select(list(_DUP_KEY)), idx)
+    if args is None:  # not the canonical schema: nothing here writes such a table
+        raise TypeError(f"content_hashes: a column type the kernel cannot read: {table.schema}")
+    return _hash_rows(*args)
+
+
+def _content_args(table: pa.Table, idx: np.ndarray) -> tuple | None:
+    """The numba kernels' arguments for ``table``'s rows ``idx`` (see ``_first_kernel``)."""
     fixed, fbit, offsets, datas, sbit = [], [], [], [], []
     nulls = np.zeros(idx.size, np.int64)
     for j, col in enumerate(table.columns):
@@ -350,10 +378,8 @@ def _first_of_content(table: pa.Table, idx: np.ndarray) -> np.ndarray | None:
         offsets = [_readonly(a.astype(np.int64)) for a in offsets]
     fixed = [a if a.dtype == np.int64 else _readonly(a.astype(np.int64)) for a in fixed]
     empty = _readonly(np.zeros(0, np.int64))
-    return _first_kernel(idx, tuple(fixed) or (empty,), np.array(fbit, np.int64),
-                         tuple(offsets) or (empty,),
-                         tuple(datas) or (_readonly(np.zeros(0, np.uint8)),),
-                         np.array(sbit, np.int64), nulls)
+    return (idx, tuple(fixed) or (empty,), np.array(fbit, np.int64), tuple(offsets) or (empty,),
+            tuple(datas) or (_readonly(np.zeros(0, np.uint8)),), np.array(sbit, np.int64), nulls)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -388,3 +388,40 @@ def test_apply_steps_matches_old_runner_on_random_tables(seed):
 def test_mask_helper_treats_null_as_false():
     assert _mask(pa.array([True, None, False])).tolist() == [True, False, False]
     assert clean.Step("x", "1", lambda t, c: (t, []), "").row_local
+
+
+def test_content_hashes_equal_rows_equal_hashes_any_column_differs():
+    """The resend index's hash (appliance.clean.resends): equal ``_DUP_KEY`` content gives the
+    same hash in any table (sliced, other rows around it, string columns of another offset
+    width); a difference in any one column — null vs value, 0.0 vs -0.0, one string byte —
+    gives another hash; columns outside the key do not count."""
+    from appliance.clean import content_hashes
+
+    base = orders(ts=[T0], exec_qty=[0.0], exec_price=[1.5])
+    h0 = content_hashes(base)[0]
+    assert h0.dtype == np.uint64
+    other = orders(ts=[T0 + 1, T0, T0], order_id=["x", "o0", "y"], exec_qty=[1.0, 0.0, None],
+                   exec_price=[None, 1.5, 1.5], venue=["Y", "Z", "X"], line=[9, 9, 9])
+    assert content_hashes(other.slice(1))[0] == h0  # position, slice, venue, line: same hash
+    assert content_hashes(other, np.array([1]))[0] == h0
+    large = other.cast(pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else f
+                                  for f in other.schema]))
+    assert content_hashes(large, np.array([1]))[0] == h0
+    seen = {int(h0)}
+    for name in _DUP_KEY:
+        for value in {"ts": [T0 + 1, None], "price": [-0.0, None, 1.0000001],
+                      "exec_qty": [-0.0, None], "exec_price": [None]}.get(name, ["q", None]):
+            if name in ("qty", "leaves_qty"):
+                value = None if value is None else 2.0
+            try:
+                row = orders(**{"ts": [T0], "exec_qty": [0.0], "exec_price": [1.5],
+                                name: [value]})
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+                continue  # not nullable in the schema
+            h = int(content_hashes(row)[0])
+            assert h not in seen, (name, value)
+            seen.add(h)
+    assert len(seen) > 2 * len(_DUP_KEY)
+    zero = orders(ts=[T0, T0], price=[0.0, -0.0])
+    a, b = content_hashes(zero)
+    assert a != b  # 0.0 and -0.0 differ, as in drop_resent_duplicates

@@ -132,3 +132,97 @@ def test_simulator_dialects(name, ts_ns):
     if name != "sim-fixed-width.txt":  # the renderer cuts fixed-width records at 79 characters
         assert (fills[0]["exec_qty"], fills[0]["exec_price"], fills[0]["leaves_qty"]) == (
             2, 71.87, 3)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- in chunks
+def _split_read(path, mapping, cut: int, tmp_path):
+    """Read ``path`` as two chunks cut at byte ``cut`` (a line start), carrying the state, with
+    provenance shifted back to the file; return comparable (events, quarantine, counts)."""
+    from appliance.ingest import read_range
+    from connectors.vendor import VendorCarry
+
+    data = path.read_bytes()
+    carry, out = VendorCarry.empty(), []
+    deltas = []
+    for start, end in ((0, cut), (cut, len(data))):
+        r = read_range(VendorConnector(mapping), data[start:end], path=path, fid="s",
+                       start=start, first_line=data[:start].count(b"\n") + 1, preamble=None,
+                       tmp_dir=tmp_path, carry=carry)
+        carry = r.carry
+        deltas.append(carry.delta)
+        out.append(r)
+    events = [x for r in out for x in r.events.drop_columns(["source"]).to_pylist()]
+    q = [(x["line"], x["offset"], x["reason"], x["field"], x["raw"]) for r in out
+         for x in r.quarantine.to_pylist()]
+    counts = [sum(getattr(r, k) for r in out) for k in ("rows", "accepted", "quarantined",
+                                                        "ignored")]  # fmt: skip
+    replayed = VendorCarry.replay(deltas)
+    assert (replayed.lines, replayed.decided, replayed.names, replayed.width) == (
+        carry.lines, carry.decided, carry.names, carry.width)
+    assert replayed.seen_hi.tolist() == carry.seen_hi.tolist()
+    assert replayed.seen_lo.tolist() == carry.seen_lo.tolist()
+    return events, sorted(q), counts, carry
+
+
+def _whole_read(path, mapping):
+    r = VendorConnector(mapping).read(path, "s")
+    q = [(x["line"], x["offset"], x["reason"], x["field"], x["raw"])
+         for x in r.quarantine.to_pylist()]
+    counts = [r.rows, r.accepted, r.quarantined, r.ignored]
+    return r.events.drop_columns(["source"]).to_pylist(), sorted(q), counts
+
+
+def test_cut_at_every_line_header_comments_skip_and_duplicates(tmp_path):
+    """Comment lines and ``skip_lines`` before the header, the header, a duplicate in the second
+    chunk of a line in the first: cut anywhere, the same rows as the whole file."""
+    from connectors.vendor import load_mapping
+
+    base = load_mapping("example-delimited")
+    mapping = {**base, "format": {**base["format"], "skip_lines": 2}}
+    src = (DATA / "example-delimited.csv").read_bytes()
+    lines = src.splitlines(keepends=True)
+    data = b"junk line one\njunk;two\n" + b"".join(lines) + lines[-3] + lines[2]
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    whole = _whole_read(path, mapping)
+    assert ("duplicate" in {q[2] for q in whole[1]}) and whole[0]
+    for cut in (i + 1 for i, c in enumerate(data[:-1]) if c == 10):
+        got = _split_read(path, mapping, cut, tmp_path)
+        assert got[:3] == whole, cut
+
+
+def test_headerless_field_count_is_the_whole_files(tmp_path):
+    """Without a header a record needs the file's most common field count: a first chunk whose
+    own mode differs is parsed again with the file's (``VendorCarry.exact``)."""
+    from appliance import config, store
+    from appliance.ingest import ingest_files
+
+    mapping = {"format": {"name": "q", "kind": "market", "delimiter": "|", "header": False},
+               "columns": {"ts": {"index": 1, "format": "epoch_ms"}, "symbol": {"index": 2},
+                           "bid": {"index": 3}}}  # fmt: skip
+    short = [f"17044650{i:05d}|XYZ|10.{i}\n" for i in range(30)]  # 3 fields, first
+    long = [f"17044651{i:05d}|XYZ|11.{i}|x\n" for i in range(60)]  # 4 fields: the file's mode
+    path = tmp_path / "q.txt"
+    path.write_text("".join(short + long))
+    whole = _whole_read(path, mapping)
+    assert len(whole[0]) == 60 and {q[2] for q in whole[1]} == {"column_count"}
+    first = _split_read(path, mapping, len("".join(short)), tmp_path)
+    assert not first[3].exact()  # chunked with the first chunk's mode: not the file's
+    results = []
+    for chunk in (0, 600):
+        root = tmp_path / f"d{chunk}"
+        root.mkdir()
+        (root / "surveil.toml").write_text(config.example_text())
+        cfg = config.load(root / "surveil.toml")
+        if chunk:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, values={**cfg.values, "ingest.chunk_bytes": chunk})
+        store.connect(cfg.store_path, create=True).close()
+        con = store.connect(cfg.store_path)
+        try:
+            results.append(ingest_files(cfg, con, [path], "vendor", "t", mapping)[0].to_json())
+        finally:
+            con.close()
+    assert results[0] == {**results[1], "file_id": results[0]["file_id"]}
+    assert results[0]["accepted"] == 60 and results[0]["reasons"] == {"column_count": 30}
