@@ -43,7 +43,10 @@ TEE_SOURCE: dict[str, Key] = {
     "glob": Key(str, None, "file-name pattern within dir, rotated and gzipped names included",
                 example="orders.log*"),
     "format": Key(str, None, "input format of these files (line-oriented formats only)",
-                  ("csv", "md-csv", "fix", "cat-json"), example="fix"),
+                  ("csv", "md-csv", "fix", "cat-json", "vendor"), example="fix"),
+    "mapping": Key(str, "", "vendor only: a built-in mapping name or a TOML file (relative to "
+                   "this file); empty: FILE.mapping.toml or mapping.toml beside each file",
+                   example=""),
 }  # fmt: skip
 
 

@@ -618,7 +618,8 @@ def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, 
                  user: str, audit_detail: dict[str, Any],
                  record: Callable[[apsw.Connection], None], carry: Any = None,
                  carry_path: Path | None = None,
-                 resend_index: resends.StreamResends | None = None) -> FileReport:
+                 resend_index: resends.StreamResends | None = None,
+                 mapping: str | None = None) -> FileReport:
     """Ingest ``data``, the complete lines [start, start + len(data)) of ``path``, as file ``fid``.
 
     Provenance stays relative to the original file: ``offset`` += start and ``line`` +=
@@ -630,9 +631,9 @@ def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, 
     is written durably to ``carry_path`` before the store transaction, like the Parquet files.
     With ``resend_index`` (the stream's committed ranges) a kept row equal to one an earlier range
     kept is quarantined as ``duplicate``, and this range's index file is written before the
-    store transaction too.
+    store transaction too. ``mapping`` is a vendor source's mapping (else its sidecar applies).
     """
-    connector = get_connector(fmt)
+    connector = get_connector(fmt, mapping) if mapping else get_connector(fmt)
     report = FileReport(str(path), fid, fmt, "ingested")
     kwargs = {"carry": carry} if carry is not None else {}
     result = read_range(connector, data, path=path, fid=fid, start=start, first_line=first_line,

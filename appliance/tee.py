@@ -69,6 +69,7 @@ class Source:
     dir: Path
     glob: str
     format: str
+    mapping: str | None = None  # vendor: a built-in name or a resolved TOML path
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ def sources(cfg: Config) -> list[Source]:
     out = []
     for item in cfg.get("tee.sources"):
         d = Path(item["dir"])
+        mapping = item.get("mapping") or None
+        if mapping and (mapping.endswith(".toml") or "/" in mapping):  # a file, not a name
+            m = Path(mapping)
+            mapping = str((m if m.is_absolute() else base / m).resolve())
         out.append(Source((d if d.is_absolute() else base / d).resolve(), item["glob"],
-                          item["format"]))
+                          item["format"], mapping))
     return out
 
 
@@ -441,7 +446,7 @@ class Tee:
             start=start, first_line=first_line, header=header if start > 0 else None,
             user=self.user, audit_detail={"stream": sid, "start": start, "end": end,
                                           "chunk_sha256": chunk_sha},
-            record=record, resend_index=index, **carry)  # fmt: skip
+            record=record, resend_index=index, mapping=src.mapping, **carry)  # fmt: skip
         if carry:
             self.carries[sid] = report.carry  # type: ignore[attr-defined]
         try:

@@ -302,7 +302,7 @@ class CatJsonConnector:
     name: ClassVar[str] = "cat-json"
     kind: ClassVar[str] = "orders"
     description: ClassVar[str] = "CAT-style NDJSON order events (MENO/MEOM/MEOC/MEOT/...)"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def read(self, path: Path, source: str, carry: CatCarry | dict | None = None) -> ReadResult:
         """Read ``path``; with ``carry`` (``CatCarry.empty()`` — or ``{}`` — for the first chunk

@@ -1075,7 +1075,7 @@ class FixConnector:
     description: ClassVar[str] = (
         "FIX 4.2/4.4/5.0 tag=value (QuickFIX logs or raw; SOH, | or ^A): D/F/G/8 to order events"
     )
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def read(self, path: Path, source: str, carry: FixCarry | None = None,
              tail_limit: int | None = None, reorder_ns: int = REORDER_NS) -> ReadResult:
@@ -1539,8 +1539,9 @@ class FixCarry:
         return t.filter(sel), seen
 
 
-#: How long (log time) a done order's chain is kept after it is done, so that late answers
-#: ("too late to cancel") and late reports still find it (``FixCarry``).
+#: How long (log time) a done order's chain stays in the carry's table before it moves to the
+#: compact ``_Pruned`` store (``FixCarry``): late answers usually come within it, and restoring
+#: a chain from the store costs a little more than finding it in the table.
 RETAIN_NS = 60_000_000_000
 #: OrdStatus(39) of a done order: filled, cancelled, rejected, expired.
 _DONE_STATUS = np.array([ord(c) for c in "248C"], np.uint8)

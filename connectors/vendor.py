@@ -434,7 +434,7 @@ class VendorConnector:
     description: ClassVar[str] = (
         "delimited or fixed-width vendor files described by a TOML mapping (--mapping)"
     )
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     takes_mapping: ClassVar[bool] = True
 
     def __init__(self, mapping: str | Path | dict | None = None) -> None:

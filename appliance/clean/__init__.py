@@ -438,7 +438,7 @@ ORDER_STEPS: tuple[Step, ...] = (
     Step("resolve_trader_alias", "1", resolve_trader_alias, resolve_trader_alias.__doc__ or ""),
     Step("resolve_instrument", "2", resolve_instrument, resolve_instrument.__doc__ or ""),
     Step("check_order_values", "1", check_order_values, check_order_values.__doc__ or ""),
-    Step("drop_resent_duplicates", "1", drop_resent_duplicates,
+    Step("drop_resent_duplicates", "2", drop_resent_duplicates,
          drop_resent_duplicates.__doc__ or "", row_local=False),
 )  # fmt: skip
 MARKET_STEPS: tuple[Step, ...] = (

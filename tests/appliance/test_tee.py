@@ -160,10 +160,11 @@ def test_a_stream_rewritten_in_place_is_reported_not_extended(tmp_path):
 
 def test_config_is_strict_about_sources():
     ok = config.parse('[[tee.sources]]\ndir = "x"\nglob = "*.log"\nformat = "fix"\n', "t.toml")
-    assert ok.get("tee.sources") == ({"dir": "x", "glob": "*.log", "format": "fix"},)
+    assert ok.get("tee.sources") == ({"dir": "x", "glob": "*.log", "format": "fix",
+                                      "mapping": ""},)
     for text, needle in [
         ('[[tee.sources]]\ndir = "x"\nglob = "*"\n', "'tee.sources[0].format' is required"),
-        ('[[tee.sources]]\ndir = "x"\nglob = "*"\nformat = "vendor"\n', "must be one of"),
+        ('[[tee.sources]]\ndir = "x"\nglob = "*"\nformat = "lobster"\n', "must be one of"),
         ('[[tee.sources]]\ndir = "x"\nglob = "*"\nformat = "csv"\nmode = 1\n',
          "unknown key 'tee.sources[0].mode'"),
         ("[tee]\nsources = 1\n", "must be an array of tables"),
@@ -844,18 +845,10 @@ def test_fix_tee_held_tail_released_after_hold_seconds_or_when_quiet(tmp_path):
     assert progress_end(root / "d") == b
 
 
-def test_vendor_log_followed_in_pieces_is_the_whole_file(tmp_path, monkeypatch):
+def test_vendor_log_followed_in_pieces_is_the_whole_file(tmp_path):
     """A vendor log (mapping.toml next to it) followed in pieces: the header decision, skipped
-    banner lines and the duplicate keys are carried per stream like the CAT/FIX state. (The
-    config does not offer ``vendor`` as a tee source format yet: allowed here for the test.)"""
-    import dataclasses
-
+    banner lines and the duplicate keys are carried per stream like the CAT/FIX state."""
     from appliance.sim import SimConfig, simulate
-
-    key = config.TEE_SOURCE["format"]
-    if "vendor" not in key.choices:
-        monkeypatch.setitem(config.TEE_SOURCE, "format",
-                            dataclasses.replace(key, choices=(*key.choices, "vendor")))
 
     sim = simulate(SimConfig(seed=4, minutes=0.5, instruments=1, traders=4, fmt="vendor-b",
                              dirty=0.03), tmp_path / "sim")
@@ -871,6 +864,9 @@ def test_vendor_log_followed_in_pieces_is_the_whole_file(tmp_path, monkeypatch):
         got = _follow_pieces(tmp_path, f"v{restart}", "vendor", data, cuts, restart,
                              beside={"mapping.toml": 'extends = "sim-vendor-b"\n'})
         assert got == whole, restart
+    # the mapping named by the source's `mapping` key instead of a file beside the log
+    configured = 'vendor"\nmapping = "sim-vendor-b'  # the line after `format = "vendor"`
+    assert _follow_pieces(tmp_path, "vcfg", configured, data, cuts, False) == whole
 
 
 def test_fix_tee_reference_to_an_order_done_long_ago_is_the_whole_file(tmp_path):
