@@ -18,13 +18,16 @@ book the trader saw when sending it):
 
 The result does not depend on how the events are partitioned. ``attach`` joins a whole table
 (vectorised ``searchsorted`` per symbol); the run instead streams the day once through
-``DayFacts`` (the day-level facts: tick per symbol, instrument spans), ships the tapes and those
-facts to the workers once (``DayMarket``), and each partition joins its own rows with
-``attach_arrays`` (a linear numba merge per symbol, same values).
+``DayFacts`` (the day-level facts: tick per symbol, instrument spans), builds each symbol's tape
+on its own (``symbol_tape``: a task per symbol) and computes the day-level facts from the
+tapes' small summaries (``TapeSummary``), ships those facts to the workers once
+(``DayMarket``) and each task only its own symbols' tapes, and each partition joins its own
+rows with ``attach_arrays`` (a linear numba merge per symbol, same values).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +87,25 @@ def tick_size(prices: np.ndarray) -> float:
     return float(d.min()) if d.size else float("nan")
 
 
+#: the market data columns a tape is built from (besides ``symbol``)
+MARKET_COLUMNS = ("ts", "bid", "ask", "bid_size", "ask_size", "last", "last_size")
+
+
+@dataclass(frozen=True)
+class TapeSummary:
+    """What the day-level facts need of one symbol's tape (``DayFacts.day_market`` and
+    ``instrument_info``): a few numbers and the per-second volume, so that the driver never
+    holds the tapes themselves."""
+
+    tick: float
+    first_ns: int
+    close_ns: int
+    rows: int
+    day_volume: float
+    #: cumulative tape volume once a second from ``first_ns`` to ``close_ns`` (+1 s)
+    vol_cum: np.ndarray
+
+
 class _Tape:
     """One symbol's quotes and trades, as sorted NumPy arrays."""
 
@@ -117,6 +139,23 @@ class _Tape:
     def at_or_before(self, t: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.ts, t, side="right") - 1
 
+    def summary(self) -> TapeSummary:
+        """The tape's day-level facts (small), as ``DayFacts`` uses them."""
+        if self.ts.size == 0:  # pragma: no cover - a tape always has rows
+            return TapeSummary(self.tick, 0, 0, 0, 0.0, np.zeros(0))
+        t0, t1 = int(self.ts[0]), int(self.ts[-1])
+        return TapeSummary(self.tick, t0, t1, int(self.ts.size), float(self.cum_vol[-1]),
+                           _per_second(self, t0, t1))
+
+
+#: the public name of a symbol's tape (built and shipped by the run's tasks)
+Tape = _Tape
+
+
+def symbol_tape(market: pa.Table) -> _Tape:
+    """One symbol's tape from its market rows (``MARKET_COLUMNS``, in arrival order)."""
+    return _Tape(market)
+
 
 def _take(x: np.ndarray, i: np.ndarray, fill: float = np.nan) -> np.ndarray:
     out = x[np.maximum(i, 0)] if x.size else np.full(i.size, fill)
@@ -130,6 +169,12 @@ def instrument_of_symbol(events: pa.Table) -> dict[str, str]:
 
 
 Tapes = dict[str, _Tape]
+#: per symbol, its tape or just the tape's summary (all the day-level facts need)
+Summaries = Mapping[str, _Tape | TapeSummary]
+
+
+def _summary(tape: _Tape | TapeSummary | None) -> TapeSummary | None:
+    return tape.summary() if isinstance(tape, _Tape) else tape
 
 
 def attach(events: pa.Table, market: Tapes, *, after_ns: int = 1_000_000_000,
@@ -365,7 +410,10 @@ class DayFacts:
             for name, prices in theirs.items():
                 mine.setdefault(name, set()).update(prices)
 
-    def day_market(self, market: Tapes, *, after_ns: int, reference_symbol: str) -> DayMarket:
+    def day_market(self, market: Summaries, *, after_ns: int, reference_symbol: str,
+                   tapes: Tapes | None = None) -> DayMarket:
+        """The join's day-level part: tick per symbol from the tapes' summaries (``market``),
+        with ``tapes`` (default: those of ``market`` that are tapes) for an in-process join."""
         tick = {}
         for name in self.sym_of:
             tape = market.get(name)
@@ -373,27 +421,31 @@ class DayFacts:
                 tick[name] = tape.tick
             else:
                 tick[name] = tick_size(np.fromiter(self.sym_prices.get(name, ()), float))
-        return DayMarket(market, tick, after_ns, reference_symbol)
+        if tapes is None:
+            tapes = {s: t for s, t in market.items() if isinstance(t, _Tape)}
+        return DayMarket(tapes, tick, after_ns, reference_symbol)
 
-    def instrument_info(self, market: Tapes) -> dict[str, InstrumentInfo]:
-        """Same facts as ``instrument_info(events, market)``, from the accumulated day."""
+    def instrument_info(self, market: Summaries) -> dict[str, InstrumentInfo]:
+        """Same facts as ``instrument_info(events, market)``, from the accumulated day and the
+        tapes' summaries (or the tapes)."""
         info: dict[str, InstrumentInfo] = {}
         for name, (first, last) in self.span.items():
             symbols = [s for s, i in self.sym_of.items() if i == name]
-            tape = next((market[s] for s in symbols if s in market), None)
+            tape = _summary(next((market[s] for s in symbols if s in market), None))
             prices = np.fromiter(self.inst_prices.get(name, ()), float)
-            if tape is not None and tape.ts.size:
-                t0, t1, size = int(tape.ts[0]), int(tape.ts[-1]), tape.ts.size
+            if tape is not None and tape.rows:
+                t0, t1, size = tape.first_ns, tape.close_ns, tape.rows
+                vol_cum = tape.vol_cum
             else:
                 t0, t1, size = first, last, 2 if last > first else 1
+                vol_cum = None if tape is None else np.zeros(  # pragma: no cover - no rows
+                    len(range(t0, t1 + 2_000_000_000, 1_000_000_000)))
             span = float(t1 - t0) if size > 1 else 0.0
             gap = span / (size - 1) if tape is not None and size > 1 else float("inf")
             tick = tape.tick if tape is not None and np.isfinite(tape.tick) else tick_size(prices)
             info[name] = InstrumentInfo(
                 tick=tick, mean_gap_ns=gap, first_ns=t0, close_ns=t1,
-                day_volume=float(tape.cum_vol[-1]) if tape is not None and tape.cum_vol.size
-                else 0.0,
-                vol_cum=_per_second(tape, t0, t1) if tape is not None else None,
+                day_volume=tape.day_volume if tape is not None else 0.0, vol_cum=vol_cum,
             )  # fmt: skip
         return info
 

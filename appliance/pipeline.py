@@ -37,13 +37,19 @@ from appliance.context import InstrumentInfo
 from appliance.detectors import REGISTRY
 from appliance.detectors.common import Batch
 from appliance.spool import (
+    BuiltTapes,
     DayShared,
+    MapOutput,
     PartitionRef,
     SpooledDay,
     bucket,
+    build_tape,
+    local_runner,
     read_partition,
     spool_day,
     spool_map,
+    spool_market_map,
+    tape_jobs,
     with_reference,
     with_tapes,
 )
@@ -276,13 +282,14 @@ def ray_session(cfg: Config):
 
 class RayDay:
     """The day's shared part in Ray's object store: the facts and names once, and each
-    symbol's market tape once, so that a task maps only the tapes of its own symbols."""
+    symbol's market tape once (the tape tasks' results as they are, a tape built here put on
+    first use), so that a task maps only the tapes of its own symbols."""
 
-    def __init__(self, ray, shared: DayShared) -> None:
+    def __init__(self, ray, day: SpooledDay) -> None:
         self.ray = ray
-        self.tapes = shared.market.tapes
-        self.reference = shared.market.reference_symbol
-        self.base = ray.put(with_tapes(shared, (), ()))
+        self.tapes = day.tapes
+        self.reference = day.shared.market.reference_symbol
+        self.base = ray.put(with_tapes(day.shared, (), ()))
         self.refs: dict[str, Any] = {}
 
     def args(self, part: PartitionRef) -> tuple:
@@ -291,7 +298,8 @@ class RayDay:
         symbols = tuple(dict.fromkeys(s for s in wanted if s in self.tapes))
         for s in symbols:
             if s not in self.refs:
-                self.refs[s] = self.ray.put(self.tapes[s])
+                tape = self.tapes[s]
+                self.refs[s] = tape if isinstance(tape, self.ray.ObjectRef) else self.ray.put(tape)
         return (self.base, symbols, *(self.refs[s] for s in symbols))
 
 
@@ -301,15 +309,15 @@ def score_with_tapes(part, names: list[str], params, floors, shared: DayShared,
     return score_partition(part, names, with_tapes(shared, symbols, tapes), params, floors)
 
 
-def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, params, floors,
+def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], sd: SpooledDay, params, floors,
                   max_in_flight: int, by_value: bool) -> list[dict]:
-    """One Ray task per (partition, detector group), largest first; the day's shared part and
-    each symbol's tape are put once (``RayDay``). A task reads its own partition file
+    """One Ray task per (partition, detector group), largest first; the day's shared part is
+    put once and each symbol's tape stored once (``RayDay``). A task reads its own partition file
     (``by_value``: the driver sends the rows, for workers on other machines); at most
     ``max_in_flight`` tasks are pending, so memory stays bounded whatever the day size. Results
     come back in submission order."""
     remote = ray.remote(score_with_tapes)
-    day = RayDay(ray, shared)
+    day = RayDay(ray, sd)
     results: list[Any] = [None] * len(tasks)
     pending: dict[Any, int] = {}
     for k, (part, names) in enumerate(tasks):
@@ -317,25 +325,39 @@ def _score_in_ray(ray, tasks: list[tuple[Any, list[str]]], shared: DayShared, pa
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
-        arg = ray.put(read_partition(part, shared.remaps)) if by_value else part
+        arg = ray.put(read_partition(part, sd.shared.remaps)) if by_value else part
         pending[remote.remote(arg, names, params, floors, *day.args(part))] = k
     for ref, k in pending.items():
         results[k] = ray.get(ref)
     return results
 
 
-def _ray_map_runner(ray):
-    """Run the spool's map tasks and the split of the market data into tapes as Ray tasks
-    (the accounts table is put once): all of the day's heavy work runs on Ray's CPUs."""
-    remote = ray.remote(spool_map)
-    tapes = ray.remote(context.tapes)
+def _ray_map_runner(ray, wrap: Callable[[Callable], Callable] = lambda fn: fn):
+    """Run the spool's map tasks, the market's map tasks and one tape task per symbol as Ray
+    tasks (the accounts table is put once): all of the day's heavy work runs on Ray's CPUs,
+    and no process holds more market data than one map's batch or one symbol's tape. A tape
+    stays in the object store (a tape task's first result); the driver gets its summary only.
+    ``wrap`` wraps each task function (the benchmark measures them)."""
+    remote = ray.remote(wrap(spool_map))
+    market_map = ray.remote(wrap(spool_market_map))
+    tape = ray.remote(num_returns=2)(wrap(build_tape))
 
-    def submit(jobs: list[tuple], market: pa.Table | None):
+    def submit(jobs: list[tuple], market_jobs: list[tuple]):
         accounts = jobs[0][1] if jobs else None
         shared = ray.put(accounts) if accounts is not None else None
-        tapes_ref = tapes.remote(market)  # first: the longest single task of a big day
+        market_refs = [market_map.remote(*job) for job in market_jobs]  # first: tapes need them
         refs = [remote.remote(src, shared, *rest) for src, _, *rest in jobs]
-        return lambda: (ray.get(refs), ray.get(tapes_ref))
+
+        def collect() -> tuple[list[MapOutput], BuiltTapes]:
+            # the tape tasks queue behind the order maps and fill the CPUs as those end
+            built = {name: tape.remote(pieces)
+                     for name, pieces in tape_jobs(ray.get(market_refs)).items()}
+            outputs = ray.get(refs)
+            summaries = ray.get([summary for _, summary in built.values()])
+            return outputs, {name: (ref, summary) for (name, (ref, _)), summary
+                             in zip(built.items(), summaries, strict=True)}
+
+        return collect
 
     return submit
 
@@ -410,7 +432,7 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
     spool_root = cfg.data_dir / "spool" / run_id
 
     def spooled(day: str, n: int, maps: int = 1, runner=None) -> SpooledDay:
-        return spool_day(files[day], _market_table(cfg, con, day), accounts, market_params,
+        return spool_day(files[day], _market_files(cfg, con, day), accounts, market_params,
                          groups, n, spool_root / day, maps=maps, runner=runner)
 
     results: dict[str, dict[str, pa.Table]] = {}
@@ -421,14 +443,15 @@ def run(cfg: Config, con: apsw.Connection, *, user: str | None = None,
                 remote_nodes = bool(cfg.get("ray.address"))
                 for day in days:
                     n = _num_partitions(cfg, ray, sizes[day])
-                    # on a cluster the spool stays in the driver: its files are local to it
-                    sd = (spooled(day, n) if remote_nodes
+                    # on a cluster the spool stays in the driver (its files are local to it),
+                    # which puts each symbol's tape as it is built: one tape at a time here
+                    sd = (spooled(day, n, runner=local_runner(keep=ray.put)) if remote_nodes
                           else spooled(day, n, cpus, _ray_map_runner(ray)))
                     summary.partitions += len(sd.tasks)
                     say("scoring", {"date": day, "partitions": len(sd.tasks)})
                     tasks = [(part, names) for part, names, _ in sd.tasks]
                     results[day] = _merge(_score_in_ray(
-                        ray, tasks, sd.shared, params, floors, max(2, 2 * cpus),
+                        ray, tasks, sd, params, floors, max(2, 2 * cpus),
                         by_value=remote_nodes), detectors)
                     shutil.rmtree(spool_root / day, ignore_errors=True)
         else:
@@ -468,13 +491,13 @@ def _merge(per_partition: list[dict[str, pa.Table]], detectors: list[str]
     return merged
 
 
-def _market_table(cfg: Config, con: apsw.Connection, day: str) -> pa.Table | None:
-    """The day's ingested market data (files.kind = 'market'), or None."""
+def _market_files(cfg: Config, con: apsw.Connection, day: str) -> list[Path]:
+    """The day's ingested market data files (files.kind = 'market'): never read whole here,
+    the spool's market maps split them by symbol."""
     sql = """SELECT fd.parquet FROM file_dates fd JOIN files f USING (file_id)
              WHERE f.kind = 'market' AND fd.trade_date = ? ORDER BY fd.file_id"""
-    paths = [f for r in store.rows(con, sql, (day,))
-             for f in store.parquet_files(cfg.data_dir, r["parquet"])]
-    return pq.read_table(paths) if paths else None
+    return [f for r in store.rows(con, sql, (day,))
+            for f in store.parquet_files(cfg.data_dir, r["parquet"])]
 
 
 def _reference_accounts(con: apsw.Connection) -> pa.Table | None:

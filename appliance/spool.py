@@ -11,11 +11,18 @@ each range is spooled by one task (``spool_map``, in parallel under Ray), which
   distinct prices),
 * writes one Arrow IPC file per detector group whose record batches are partition pieces.
 
+The market data is split the same way: ranges of its row groups are *market maps*
+(``spool_market_map``) that write each symbol's rows, a batch at a time, as record batches of
+one IPC file; then a task per symbol (``build_tape``) builds that symbol's tape from its pieces
+in map order (the rows in arrival order, as the whole table would give them) and returns it
+with its ``TapeSummary``. No process reads the whole day's market data.
+
 The driver then merges the small per-map outputs (``merge_maps``): the day dictionaries in map
 order (so a code is exactly what one serial pass over the day gives), a code remap per map, the
-day facts, and per partition the list of pieces. A scoring task reads only its own pieces
-(memory-mapped), remaps their codes to the day's and concatenates them in map order: the same
-rows in the same order whatever the number of maps, so results do not depend on it.
+day facts (with the tapes' summaries: ticks, instrument spans, activity, volume), and per
+partition the list of pieces. A scoring task reads only its own pieces (memory-mapped), remaps
+their codes to the day's and concatenates them in map order: the same rows in the same order
+whatever the number of maps, so results do not depend on it.
 """
 
 from __future__ import annotations
@@ -242,18 +249,27 @@ def _buckets(codes: dict[str, np.ndarray], plan: GroupPlan, enc: dict[str, _Enco
     return out[inv]
 
 
+def _row_group_batches(units: Sequence[Unit], batch_rows: int, columns: list[str],
+                       dictionary: list[str]):
+    """Record batches of Parquet row groups in order, at most ``batch_rows`` rows each."""
+    by_file: dict[str, list[int]] = {}
+    for path, group in units:
+        by_file.setdefault(path, []).append(group)
+    for path, groups in by_file.items():
+        reader = pq.ParquetFile(path, read_dictionary=dictionary)
+        for group in groups:
+            # one call per row group: one call over many row groups keeps Arrow memory growing
+            # with the range (≈ 250 MiB live over 160 row groups, 11 MiB this way)
+            yield from reader.iter_batches(batch_size=batch_rows, row_groups=[group],
+                                           columns=columns)
+
+
 def _batches(source: pa.Table | Sequence[Unit], batch_rows: int):
     if isinstance(source, pa.Table):
         yield from source.select(list(NEEDED)).to_batches(max_chunksize=batch_rows)
         return
-    by_file: dict[str, list[int]] = {}
-    for path, group in source:
-        by_file.setdefault(path, []).append(group)
-    for path, groups in by_file.items():
-        # low-cardinality strings stay dictionary-encoded: no per-row string decoding
-        reader = pq.ParquetFile(path, read_dictionary=list(DICTIONARY_READ))
-        yield from reader.iter_batches(batch_size=batch_rows, row_groups=groups,
-                                       columns=list(NEEDED))
+    # low-cardinality strings stay dictionary-encoded: no per-row string decoding
+    yield from _row_group_batches(source, batch_rows, list(NEEDED), list(DICTIONARY_READ))
 
 
 def _compact(b: pa.Table, codes: dict[str, np.ndarray], ts: np.ndarray) -> pa.Table:
@@ -346,14 +362,114 @@ def map_ranges(orders: pa.Table | list[Path], maps: int) -> list[pa.Table | list
     return list(ranges)
 
 
+# ------------------------------------------------------------------------------ market side
+
+
+@dataclass
+class MarketMapOutput:
+    """What one market map task returns: its IPC file and, per symbol, the record batches of
+    that file holding the symbol's rows (in arrival order), their rows and Arrow bytes."""
+
+    file: str
+    pieces: dict[str, list[int]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    nbytes: dict[str, int] = field(default_factory=dict)
+
+
+def market_ranges(market: pa.Table | Sequence[Path] | None, maps: int
+                  ) -> list[pa.Table | list[Unit]]:
+    """The market data cut like the orders (``map_ranges``); none for no market data."""
+    if market is None:
+        return []
+    if isinstance(market, pa.Table):
+        return [market] if market.num_rows else []
+    return [r for r in map_ranges(list(market), maps) if r]
+
+
+def _market_batches(source: pa.Table | Sequence[Unit], batch_rows: int):
+    columns = ["symbol", *context.MARKET_COLUMNS]
+    if isinstance(source, pa.Table):
+        yield from source.select(columns).to_batches(max_chunksize=batch_rows)
+        return
+    yield from _row_group_batches(source, batch_rows, columns, ["symbol"])  # no per-row strings
+
+
+def spool_market_map(source: pa.Table | Sequence[Unit], out_dir: str, index: int,
+                     batch_rows: int = 1 << 20) -> MarketMapOutput:
+    """Split one contiguous range of the day's market data by symbol, ``batch_rows`` at a
+    time, into one Arrow IPC file whose record batches each hold one symbol's rows (in their
+    arrival order, which the tape's stable sort by time keeps): memory is bounded by a batch."""
+    keep_freed_memory()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = MarketMapOutput(str(out / f"market-m{index}.arrow"))
+    writer = None
+    batch_no = 0
+    for rb in _market_batches(source, batch_rows):
+        sym = rb.column(0)
+        if not pa.types.is_dictionary(sym.type):
+            sym = pc.dictionary_encode(sym)
+        names = sym.dictionary.to_pylist()
+        codes = pc.fill_null(sym.indices, len(names)).to_numpy()  # null symbol: dropped
+        counts = np.bincount(codes, minlength=len(names) + 1)
+        # without schema metadata: one map's files may differ in it, its IPC file may not
+        rows = pa.Table.from_batches([rb]).drop_columns(["symbol"]).replace_schema_metadata()
+        ordered = rows.take(pa.array(np.argsort(codes, kind="stable")))
+        if writer is None:
+            writer = pa.ipc.new_file(result.file, ordered.schema)
+        at = 0
+        for k in np.flatnonzero(counts[:len(names)]).tolist():
+            piece = ordered.slice(at, int(counts[k]))
+            at += int(counts[k])
+            name = names[k]
+            for rec in piece.to_batches():
+                writer.write_batch(rec)
+                result.pieces.setdefault(name, []).append(batch_no)
+                batch_no += 1
+            result.rows[name] = result.rows.get(name, 0) + piece.num_rows
+            result.nbytes[name] = result.nbytes.get(name, 0) + piece.nbytes
+    if writer is not None:
+        writer.close()
+    return result
+
+
+#: one symbol's market rows: (IPC file, record batches) per market map, in map order
+TapeJob = list[tuple[str, tuple[int, ...]]]
+
+
+def tape_jobs(outputs: list[MarketMapOutput]) -> dict[str, TapeJob]:
+    """Per symbol, the pieces its tape is built from, largest symbol first (so that the
+    longest tape tasks start first)."""
+    jobs: dict[str, TapeJob] = {}
+    rows: Counter[str] = Counter()
+    for out in outputs:
+        for name, numbers in out.pieces.items():
+            jobs.setdefault(name, []).append((out.file, tuple(numbers)))
+            rows[name] += out.rows[name]
+    return {name: jobs[name] for name in sorted(jobs, key=lambda s: -rows[s])}
+
+
+def build_tape(pieces: TapeJob) -> tuple[context.Tape, context.TapeSummary]:
+    """One symbol's tape from its pieces (memory-mapped), and its summary for the driver."""
+    keep_freed_memory()
+    batches = []
+    for path, numbers in pieces:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            batches += [reader.get_batch(k) for k in numbers]
+    tape = context.symbol_tape(pa.Table.from_batches(batches))
+    return tape, tape.summary()
+
+
 # ------------------------------------------------------------------------------ the merge
 
 
 @dataclass
 class DayShared:
     """What every partition of a day needs besides its own rows (small, shipped once per day):
-    the market tapes and day-level ticks, the per-instrument facts, the day's names of the
-    spooled string codes, and per map the remap of its codes to the day's."""
+    the day-level ticks and join parameters (with, in one process, the market tapes; a Ray
+    task is given its own symbols' tapes: ``with_tapes``), the per-instrument facts, the day's
+    names of the spooled string codes, and per map the remap of its codes to the day's."""
 
     market: context.DayMarket
     info: dict[str, InstrumentInfo]
@@ -380,16 +496,24 @@ class PartitionRef:
 @dataclass
 class SpooledDay:
     """A day split into partitions: ``tasks`` (partition, detector names, rows), largest
-    first, and what the partitions share."""
+    first, what the partitions share, and per symbol the day needs (those of its events and
+    the reference symbol) its market tape: the tape itself, or a handle to it where the runner
+    keeps tapes elsewhere (a Ray object reference)."""
 
     tasks: list[tuple[PartitionRef, list[str], int]]
     shared: DayShared
     events: int
+    tapes: dict[str, Any] = field(default_factory=dict)
 
 
-def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: dict[str, Any],
+#: per market symbol: its tape (or a handle to it) and its summary
+BuiltTapes = dict[str, tuple[Any, context.TapeSummary]]
+
+
+def merge_maps(outputs: list[MapOutput], tapes: BuiltTapes, market_params: dict[str, Any],
                groups: dict[tuple[str, ...], list[str]]) -> SpooledDay:
-    """The day from its maps' outputs: day dictionaries in map order, remaps, facts, tasks."""
+    """The day from its maps' outputs and the tapes' summaries: day dictionaries in map
+    order, remaps, facts, tasks. Only the tapes of the day's symbols are kept."""
     index: dict[str, dict[str, int]] = {c: {} for c in CODED}
     remaps = []
     facts = context.DayFacts()
@@ -399,10 +523,15 @@ def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: di
         identity = all(np.array_equal(r, np.arange(r.size)) for r in remap.values())
         remaps.append(None if identity else remap)
         facts.merge(out.facts)
+    reference = market_params.get("reference_symbol", "")
+    summaries = {name: summary for name, (_, summary) in tapes.items()}
+    handles = {name: h for name, (h, _) in tapes.items() if name in facts.sym_of or
+               name == reference}
+    local = {name: h for name, h in handles.items() if isinstance(h, context.Tape)}
     shared = DayShared(
-        facts.day_market(tapes, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
-                         reference_symbol=market_params.get("reference_symbol", "")),
-        facts.instrument_info(tapes), {c: list(index[c]) for c in CODED}, remaps)
+        facts.day_market(summaries, after_ns=int(market_params.get("after_seconds", 1.0) * 1e9),
+                         reference_symbol=reference, tapes=local),
+        facts.instrument_info(summaries), {c: list(index[c]) for c in CODED}, remaps)
     names = list(groups.values())
     keys = sorted({k for out in outputs for k in out.rows})
     tasks = []
@@ -415,7 +544,7 @@ def merge_maps(outputs: list[MapOutput], tapes: context.Tapes, market_params: di
     if not tasks:  # an empty day still gives every group one (empty) task
         tasks = [(PartitionRef(()), ns, 0) for ns in names]
     tasks.sort(key=lambda t: -t[2])
-    return SpooledDay(tasks, shared, sum(out.total for out in outputs))
+    return SpooledDay(tasks, shared, sum(out.total for out in outputs), handles)
 
 
 def read_partition(part: pa.Table | str | Path | PartitionRef,
@@ -446,27 +575,45 @@ def _remapped(rec: pa.RecordBatch, remap: dict[str, np.ndarray] | None) -> pa.Re
     return pa.RecordBatch.from_arrays(arrays, schema=rec.schema)
 
 
-#: submits the ``spool_map`` jobs (argument tuples) and the day's market data to split into
-#: tapes, and returns a function collecting (the maps' outputs, the tapes)
-MapRunner = Callable[[list[tuple], pa.Table | None],
-                     Callable[[], tuple[list[MapOutput], context.Tapes]]]
+#: submits the ``spool_map`` jobs and the ``spool_market_map`` jobs (argument tuples) and
+#: returns a function collecting the maps' outputs and the tapes built from the market maps'
+#: pieces (``build_tape``), with their summaries
+MapRunner = Callable[[list[tuple], list[tuple]],
+                     Callable[[], tuple[list[MapOutput], BuiltTapes]]]
 
 
-def spool_day(orders: pa.Table | list[Path], market: pa.Table | None,
+def local_runner(keep: Callable[[context.Tape], Any] | None = None) -> MapRunner:
+    """Run the maps one after the other in this process, then build each symbol's tape;
+    ``keep`` stores a tape elsewhere and returns its handle (e.g. ``ray.put``), so that this
+    process holds one tape at a time."""
+
+    def submit(jobs: list[tuple], market_jobs: list[tuple]):
+        def collect() -> tuple[list[MapOutput], BuiltTapes]:
+            outputs = [spool_map(*job) for job in jobs]
+            built: BuiltTapes = {}
+            for name, pieces in tape_jobs([spool_market_map(*j) for j in market_jobs]).items():
+                tape, summary = build_tape(pieces)
+                built[name] = (keep(tape) if keep else tape, summary)
+            return outputs, built
+
+        return collect
+
+    return submit
+
+
+def spool_day(orders: pa.Table | list[Path], market: pa.Table | Sequence[Path] | None,
               accounts: pa.Table | None, market_params: dict[str, Any],
               groups: dict[tuple[str, ...], list[str]], n: int, spool: Path,
               batch_rows: int = 1 << 20, maps: int = 1,
               runner: MapRunner | None = None) -> SpooledDay:
-    """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, and
-    build the market tapes, run by ``runner`` (default: one after the other in this
-    process)."""
+    """Spool the day into ``n`` partitions per detector group with ``maps`` map tasks, split
+    the market data (a table or its Parquet files) by symbol with up to ``maps`` more, and
+    build each symbol's tape from its pieces, run by ``runner`` (default: ``local_runner``)."""
     plans = plan_partitions(instrument_rows(orders), n, list(groups)) if n > 1 else [
         GroupPlan(keys, 1, {}) for keys in groups]
     jobs = [(src, accounts, plans, str(spool), m, batch_rows)
             for m, src in enumerate(map_ranges(orders, maps))]
-    if runner is None:
-        outputs = [spool_map(*job) for job in jobs]
-        tapes = context.tapes(market)
-    else:
-        outputs, tapes = runner(jobs, market)()
+    market_jobs = [(src, str(spool), m, batch_rows)
+                   for m, src in enumerate(market_ranges(market, maps))]
+    outputs, tapes = (runner or local_runner())(jobs, market_jobs)()
     return merge_maps(outputs, tapes, market_params, groups)

@@ -7,7 +7,9 @@ SIM_DIR is a simulator output (orders.csv, market.csv, reference/accounts.csv); 
 demo preset is simulated into /tmp/surveil-bench-sim. ``--copies K`` makes a K× larger day from
 it: copy k renames every trader, account, owner and order id (suffix ``~k``) and keeps the
 instruments and the market tape, i.e. a firm K times as busy on the same market. The events
-are parsed and written to Parquet once (not timed: they stand for the ingested, cleaned day).
+and the market data are parsed and written to Parquet once (not timed: they stand for the
+ingested, cleaned day; the market in row groups of ``ingest.ROW_GROUP_ROWS`` as ingest writes
+it).
 
 Timed, each the median of ``--repeat`` runs (CPU seconds of the one process doing the work, and
 wall seconds):
@@ -16,18 +18,21 @@ wall seconds):
   day-level facts, split into partition files) + ``score_partition`` for every task, one
   process, 1 Arrow thread.
 * **parallel efficiency**: the run's Ray path on a private Ray of 1 and of 2 CPUs (workers
-  started and kernels loaded by a first, untimed run): the spool's map tasks as Ray tasks (one
-  per CPU; the driver builds the market tapes meanwhile), the merge, then every scoring task.
-  Efficiency = T(1 CPU) ÷ (2 × T(2 CPUs)), for the scoring alone and end to end.
+  started and kernels loaded by a first, untimed run): the spool's map tasks and the market's
+  map tasks as Ray tasks (one each per CPU), one tape task per symbol, the merge, then every
+  scoring task. Efficiency = T(1 CPU) ÷ (2 × T(2 CPUs)), for the scoring alone and end to end.
 * **memory**: each Ray worker's peak RSS per scoring task above its RSS before the task
   (``VmHWM`` reset via ``/proc/self/clear_refs``), against the task's partition size in Arrow
-  (the spooled, dictionary-encoded partition, and the same rows as canonical events); the
-  driver's peak while spooling the day in one process.
+  (the spooled, dictionary-encoded partition, and the same rows as canonical events); the same
+  for the market side's tasks (a market map against its range of the market data, a tape task
+  against its symbol's rows, both in Arrow); the driver's peak over the Ray run (spool, merge
+  and scoring) and while spooling the day in one process (which builds every tape itself).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -42,7 +47,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance import config, pipeline, spool  # noqa: E402
+from appliance import config, ingest, pipeline, spool  # noqa: E402
 from appliance.detectors import REGISTRY  # noqa: E402
 from connectors import get_connector  # noqa: E402
 
@@ -66,10 +71,10 @@ def _renamed(table: pa.Table, columns: tuple[str, ...], k: int) -> pa.Table:
 
 
 def day_files(sim: Path, copies: int, per_instrument: int = 1
-              ) -> tuple[list[Path], pa.Table, pa.Table, int]:
-    """The (possibly K× replicated) day as Parquet, its market and accounts tables. Copy k
-    renames traders, accounts and order ids; every ``per_instrument`` copies share renamed
-    instruments and symbols with a renamed copy of the market tape (family ``k //
+              ) -> tuple[list[Path], list[Path], pa.Table, int]:
+    """The (possibly K× replicated) day and its market data as Parquet, and the accounts
+    table. Copy k renames traders, accounts and order ids; every ``per_instrument`` copies
+    share renamed instruments and symbols with a renamed copy of the market tape (family ``k //
     per_instrument``), so the firm trades more instruments as well as more often."""
     events, market, accounts = _load(sim)
     families = -(-copies // per_instrument)
@@ -86,9 +91,15 @@ def day_files(sim: Path, copies: int, per_instrument: int = 1
                 t = t if f == 0 else _renamed(t, ("symbol", "instrument"), f)
                 w.write_table(t.cast(events.schema), row_group_size=ROW_GROUP)
         tmp.rename(path)
-    tapes = pa.concat_tables([market] + [_renamed(market, ("symbol",), f).cast(market.schema)
-                                         for f in range(1, families)])
-    return [path], tapes, pa.concat_tables(refs), events.num_rows * copies
+    market_path = out / "market.parquet"
+    if not market_path.exists():  # the run reads the market as ingested: Parquet, never whole
+        tmp = market_path.with_suffix(".tmp")
+        with pq.ParquetWriter(tmp, market.schema) as w:
+            for f in range(families):
+                t = market if f == 0 else _renamed(market, ("symbol",), f).cast(market.schema)
+                w.write_table(t, row_group_size=ingest.ROW_GROUP_ROWS)
+        tmp.rename(market_path)
+    return [path], [market_path], pa.concat_tables(refs), events.num_rows * copies
 
 
 def params():
@@ -139,19 +150,52 @@ def _measured_task(part, names: list[str], det, floors, shared, symbols, *tapes
             _status("RssShmem") - shm, peak - _FRESH[0])
 
 
+#: one line per map or tape task, from the Ray workers (per bench process: runs may overlap)
+STATS = CACHE / f"map-task-stats-{os.getpid()}.jsonl"
+
+
+def _measured_map(fn):
+    """``fn`` (a map or tape task function) recording, from its Ray worker, its peak RSS above
+    the worker's RSS before it, its CPU seconds, and the rows and Arrow bytes of its input."""
+
+    def run(*args):
+        _reset_peak()
+        before = _status("VmRSS")
+        c0 = time.process_time()
+        out = fn(*args)
+        peak, cpu = _status("VmHWM") - before, time.process_time() - c0
+        rows = size = 0
+        if isinstance(out, spool.MarketMapOutput):  # its range of the market data
+            rows, size = sum(out.rows.values()), sum(out.nbytes.values())
+        elif isinstance(out, tuple):  # a tape: its symbol's pieces
+            rows = out[1].rows
+            for path, numbers in args[0]:
+                with pa.memory_map(path) as src:
+                    reader = pa.ipc.open_file(src)
+                    size += sum(reader.get_batch(k).nbytes for k in numbers)
+        else:  # an order map
+            rows = out.total
+        with open(STATS, "a") as fh:
+            fh.write(json.dumps({"kind": fn.__name__, "peak": peak, "cpu": cpu, "rows": rows,
+                                 "size": size}) + "\n")
+        return out
+
+    return run
+
+
 def _ray_day(ray, files, market, accounts, n: int, spool_dir: Path, workers: int, batch_rows):
-    """The run's Ray path: spool maps as Ray tasks (tapes built in the driver meanwhile),
-    merge, then every scoring task at once. Returns (spool wall, scoring wall, task results,
-    tasks)."""
+    """The run's Ray path: spool and market maps and the tape tasks as Ray tasks (each
+    measured into ``STATS``), merge, then every scoring task at once. Returns (spool wall,
+    scoring wall, task results, tasks)."""
     names, det, mparams, floors = params()
     groups = pipeline.partition_groups(names)
     t0 = time.perf_counter()
     sd = pipeline.spool_day(files, market, accounts, mparams, groups, n, spool_dir,
                             batch_rows=batch_rows, maps=workers,
-                            runner=pipeline._ray_map_runner(ray))
+                            runner=pipeline._ray_map_runner(ray, wrap=_measured_map))
     t1 = time.perf_counter()
     remote = ray.remote(_measured_task)
-    day = pipeline.RayDay(ray, sd.shared)  # facts once, each symbol's tape once
+    day = pipeline.RayDay(ray, sd)  # facts once, each symbol's tape once (the tape tasks')
     res = ray.get([remote.remote(part, ns, det, floors, *day.args(part))
                    for part, ns, _ in sd.tasks])
     return t1 - t0, time.perf_counter() - t1, res, sd.tasks
@@ -208,7 +252,8 @@ def main() -> None:
     n = max(a.partitions, -(-n_events // a.partition_rows))
     sample = pq.ParquetFile(files[0]).read_row_group(0)
     canon_row = sample.nbytes / max(sample.num_rows, 1)
-    print(f"events {n_events:,}  market rows {market.num_rows:,}  "
+    market_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in market)
+    print(f"events {n_events:,}  market rows {market_rows:,}  "
           f"partitions {n} per detector group  load {_load_avg()}")
 
     if not a.skip_one_core:
@@ -227,6 +272,7 @@ def main() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, as the run does
     walls: dict[int, list[tuple[float, float, int]]] = {}
     mem: list[tuple[int, int, int, int]] = []
+    maps: list[dict] = []  # the map and tape tasks' records
     worker_peak = 0
     counts = [int(w) for w in a.workers.split(",")]
     for workers in counts:
@@ -238,6 +284,7 @@ def main() -> None:
                 _ray_day(ray, *small[:3], n, Path(d), workers, a.batch_rows)
             for _ in range(a.repeat):
                 with tempfile.TemporaryDirectory(dir=CACHE) as d:
+                    STATS.unlink(missing_ok=True)
                     _reset_peak()
                     base = _status("VmRSS")
                     t_spool, t_score, res, tasks = _ray_day(
@@ -247,6 +294,8 @@ def main() -> None:
                     mem += [(r[2], rows, spool.read_partition(part).nbytes, r[2] - r[3])
                             for r, (part, _, rows) in zip(res, tasks, strict=True)]
                     worker_peak = max([worker_peak] + [r[4] for r in res])
+                    maps += [json.loads(x) for x in STATS.read_text().splitlines()]
+                    STATS.unlink()
         finally:
             ray.shutdown()
     med_w = {w: tuple(statistics.median(x[i] for x in walls[w]) for i in range(3))
@@ -277,6 +326,17 @@ def main() -> None:
           f"Largest worker RSS above its fresh RSS over the whole run: "
           f"+{worker_peak / 2**20:.0f} MiB = {worker_peak / max(largest[2], 1):.2f}× the largest "
           f"partition (spooled)")
+    what = {"spool_map": "order map", "spool_market_map": "market map", "build_tape": "tape"}
+    for kind, label in what.items():
+        recs = [r for r in maps if r["kind"] == kind]
+        if not recs:
+            continue
+        worst = max(recs, key=lambda r: r["peak"])
+        size = (f", {worst['peak'] / worst['size']:.2f}× its input of {worst['size'] / 2**20:.1f}"
+                f" MiB Arrow" if worst["size"] else "")
+        print(f"{label} tasks ({len(recs)}): worst peak RSS above the worker's RSS before it "
+              f"+{worst['peak'] / 2**20:.0f} MiB ({worst['rows']:,} rows{size}); max "
+              f"{max(r['cpu'] for r in recs):.2f} s CPU")
 
 
 def _load_avg() -> str:

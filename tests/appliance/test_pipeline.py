@@ -6,7 +6,7 @@ import pytest
 from appliance import config, pipeline, store
 from appliance.ingest import ingest_file
 from appliance.service import Service
-from tests.scenarios import Book
+from tests.scenarios import Book, ts
 
 
 def day_book() -> Book:
@@ -18,6 +18,19 @@ def day_book() -> Book:
     for mm in ("MM1", "MM2", "MM3"):
         book.market_maker(1.0, mm, 10)
     return book
+
+
+def market_csv(path, steps: int = 80):
+    """Market data for ``day_book``'s symbols: a quote a quarter second on both, trades now
+    and then (md-csv)."""
+    lines = ["ts,symbol,bid,bid_size,ask,ask_size,last,last_size"]
+    for k in range(steps):
+        for sym, mid in (("ESZ6", 100.0), ("NQZ6", 200.0)):
+            last = f"{mid + 0.25},{1 + k % 3}" if k % 5 == 0 else ","
+            lines.append(f"{ts(k / 4)},{sym},{mid - (k % 4) * 0.25},{5 + k},{mid + 0.25},"
+                         f"{7 + k},{last}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def fresh(tmp_path, name, extra=""):
@@ -38,11 +51,14 @@ def clusters_of(cfg, run_id, detector="spoofing"):
 
 def test_results_do_not_depend_on_partitions_or_ray(tmp_path):
     src = day_book().write(tmp_path / "orders.csv")
+    md = market_csv(tmp_path / "md.csv")
     outputs = []
     for name, mode, parts in (("one", "inprocess", 1), ("three", "inprocess", 3),
                               ("ray", "ray", 2)):
-        cfg, con = fresh(tmp_path, name, f"\n[pipeline]\npartitions = {parts}\n")
+        cfg, con = fresh(tmp_path, name, f"\n[pipeline]\npartitions = {parts}\n"
+                         '[detectors.market]\nreference_symbol = "ESZ6"\n')
         ingest_file(cfg, con, src, "csv", "test")
+        ingest_file(cfg, con, md, "md-csv", "test")  # tapes built by Ray tasks in ray mode
         summary = pipeline.run(cfg, con, mode=mode)
         assert summary.mode == mode
         # one task per partition and detector group (trader×instrument, owner×instrument, …)
@@ -129,8 +145,10 @@ def test_multi_node_ray_cluster_gives_the_same_results(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
     src = day_book().write(tmp_path / "orders.csv")
+    md = market_csv(tmp_path / "md.csv")
     cfg, con = fresh(tmp_path, "local", "\n[pipeline]\npartitions = 1\n")
     ingest_file(cfg, con, src, "csv", "test")
+    ingest_file(cfg, con, md, "md-csv", "test")
     local = clusters_of(cfg, pipeline.run(cfg, con, mode="inprocess").run_id)
     tmp = pipeline.ray_temp_dir(tmp_path)
     (tmp / "ray").mkdir(parents=True, exist_ok=True)
@@ -144,6 +162,7 @@ def test_multi_node_ray_cluster_gives_the_same_results(tmp_path, monkeypatch):
         cfg2, con2 = fresh(tmp_path, "multi", f'\n[ray]\naddress = "{cluster.address}"\n'
                            "[pipeline]\npartitions = 4\n")
         ingest_file(cfg2, con2, src, "csv", "test")
+        ingest_file(cfg2, con2, md, "md-csv", "test")  # tapes built in the driver and put
         assert len(cluster.list_all_nodes()) == 2
         s = pipeline.run(cfg2, con2, mode="ray")
         assert clusters_of(cfg2, s.run_id) == local

@@ -6,11 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from appliance import pipeline, spool
+from appliance import context, pipeline, spool
 from appliance.detectors import REGISTRY
 from connectors import get_connector
-from tests.appliance.test_pipeline import day_book
-from tests.scenarios import ts
+from tests.appliance.test_pipeline import day_book, market_csv
 
 MARKET = {"after_seconds": 1.0, "reference_symbol": ""}
 
@@ -110,19 +109,74 @@ def test_plan_packs_instruments_and_splits_only_heavy_ones_in_splittable_groups(
         by_trader.slots["ES"])
 
 
+def _market(tmp_path, steps=40):
+    return get_connector("md-csv").read(market_csv(tmp_path / "md.csv", steps), "m").events
+
+
+def _tape_arrays(tape):
+    return {k: v for k, v in vars(tape).items() if isinstance(v, np.ndarray)}
+
+
+@pytest.mark.parametrize("maps", [1, 3])
+def test_market_maps_give_the_tapes_and_facts_of_the_whole_market(day_files, tmp_path, maps):
+    """The market split by symbol in map tasks (from Parquet row groups, batch by batch) gives
+    each symbol the tape, and the day the facts, that the whole market table gives."""
+    paths, _ = day_files
+    groups = pipeline.partition_groups(list(REGISTRY))
+    market = _market(tmp_path, 80)
+    market_paths = [tmp_path / "m1.parquet", tmp_path / "m2.parquet"]
+    pq.write_table(market.slice(0, 70), market_paths[0], row_group_size=9)
+    pq.write_table(market.slice(70), market_paths[1], row_group_size=13)
+    whole = context.tapes(market)
+    params = dict(MARKET, reference_symbol="NQZ6")
+    sd = spool.spool_day(paths, market_paths, None, params, groups, 3, tmp_path / "s",
+                         batch_rows=5, maps=maps)
+    assert len(spool.market_ranges(market_paths, maps)) == maps
+    assert list(sd.tapes) == list(sd.shared.market.tapes) and set(sd.tapes) == set(whole)
+    for name, tape in whole.items():
+        mine = _tape_arrays(sd.tapes[name])
+        assert mine.keys() == _tape_arrays(tape).keys()
+        for k, v in _tape_arrays(tape).items():
+            np.testing.assert_array_equal(mine[k], v)
+    # the day facts from the tapes' summaries are those from the whole day's tapes
+    facts = context.DayFacts()
+    for out in [spool.spool_map(src, None, spool.plan_partitions({}, 1, []), str(tmp_path / "f"),
+                                m) for m, src in enumerate(spool.map_ranges(paths, 1))]:
+        facts.merge(out.facts)
+    expected = facts.instrument_info(whole)
+    assert sd.shared.info.keys() == expected.keys()
+    for name, info in expected.items():
+        got = sd.shared.info[name]
+        assert (got.tick, got.mean_gap_ns, got.first_ns, got.close_ns, got.day_volume) == (
+            info.tick, info.mean_gap_ns, info.first_ns, info.close_ns, info.day_volume)
+        np.testing.assert_array_equal(got.vol_cum, info.vol_cum)
+    tick = facts.day_market(whole, after_ns=10**9, reference_symbol="NQZ6").tick
+    assert sd.shared.market.tick == tick
+
+
+def test_a_runner_may_keep_the_tapes_elsewhere(day_files, tmp_path):
+    """With ``keep`` (the cluster path: ``ray.put``) the day holds handles, not tapes."""
+    paths, _ = day_files
+    groups = pipeline.partition_groups(list(REGISTRY))
+    kept = []
+
+    def keep(tape):
+        kept.append(tape)
+        return len(kept) - 1
+
+    sd = spool.spool_day(paths, _market(tmp_path), None, MARKET, groups, 3, tmp_path / "s",
+                         runner=spool.local_runner(keep))
+    assert sd.shared.market.tapes == {}
+    assert sorted(sd.tapes.values()) == [0, 1] and all(isinstance(t, context.Tape)
+                                                       for t in kept)
+
+
 def test_a_task_needs_only_its_symbols_tapes(day_files, tmp_path):
     paths, _ = day_files
     groups = pipeline.partition_groups(list(REGISTRY))
-    lines = ["ts,symbol,bid,bid_size,ask,ask_size,last,last_size"]
-    for k in range(40):  # a quote a quarter second on both symbols, trades now and then
-        for sym, mid in (("ESZ6", 100.0), ("NQZ6", 200.0)):
-            last = f"{mid + 0.25},{1 + k % 3}" if k % 5 == 0 else ","
-            lines.append(f"{ts(k / 4)},{sym},{mid - (k % 4) * 0.25},{5 + k},{mid + 0.25},"
-                         f"{7 + k},{last}")
-    (tmp_path / "md.csv").write_text("\n".join(lines) + "\n")
-    market = get_connector("md-csv").read(tmp_path / "md.csv", "m").events
+    market = _market(tmp_path)
     sd = spool.spool_day(paths, market, None, MARKET, groups, 4, tmp_path / "s", maps=2)
-    assert set(sd.shared.market.tapes) == {"ESZ6", "NQZ6"}
+    assert set(sd.tapes) == {"ESZ6", "NQZ6"}
     instrument_only = [part for part, ns, _ in sd.tasks if "front_running" in ns]
     assert all(len(p.symbols) == 1 for p in instrument_only)  # one instrument per task here
     names = list(REGISTRY)
@@ -131,7 +185,7 @@ def test_a_task_needs_only_its_symbols_tapes(day_files, tmp_path):
     blind = 0
     for part, ns, _ in sd.tasks:
         alone = spool.with_tapes(sd.shared, part.symbols,
-                                 [sd.shared.market.tapes[s] for s in part.symbols])
+                                 [sd.tapes[s] for s in part.symbols])
         full = _plain(pipeline.score_partition(part, ns, sd.shared, params, floors).values())
         assert _plain(pipeline.score_partition(part, ns, alone, params, floors).values()) == full
         none = spool.with_tapes(sd.shared, (), ())
