@@ -141,9 +141,10 @@ def ingest_file(cfg: Config, con: apsw.Connection, path: Path, fmt: str, user: s
 def ingest_files(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str, user: str,
                  mapping: str | None = None, *, mode: str | None = None,
                  ray_module=None) -> list[FileReport]:
-    """Ingest several files of one format; chunks run as Ray tasks in ``ray`` mode (``auto``:
-    when the files hold more than ``ingest.inprocess_max_bytes``), else in this process. The
-    results do not depend on the mode or the chunk size."""
+    """Ingest several files of one format. In ``ray`` mode (``auto``: when the files hold more
+    than ``ingest.inprocess_max_bytes``) the files run concurrently as Ray tasks
+    (``_ingest_concurrent``), else one after the other in this process. The results (reports,
+    store rows in input order, Parquet files) do not depend on the mode or the chunk size."""
     connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
     for path in paths:
         if not path.is_file():
@@ -161,27 +162,79 @@ def ingest_files(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str,
             return ingest_files(cfg, con, paths, fmt, user, mapping, mode="ray", ray_module=ray)
     ctx = CleanContext(traders=reference.current(con, "traders"),
                        symbology=reference.current(con, "symbology"))
+    if ray_module is not None and fmt in CHUNKED:
+        return _ingest_concurrent(cfg, con, paths, fmt, user, mapping, ctx, ray_module)
     reports: list[FileReport] = []
     for path in paths:
         plan = _plan(path, fmt, chunk, connector)
-        report = FileReport(str(path), plan.fid, fmt, "ingested")
-        known = list(store.rows(con, "SELECT * FROM files WHERE sha256 = ?", (plan.sha,)))
-        if known:
-            prior = known[0]
-            report.status = "already_ingested"
-            for key in ("rows", "accepted", "quarantined", "ignored"):
-                setattr(report, key, prior[key])
-            report.reasons = json.loads(prior["reasons"])
-        elif fmt not in CHUNKED or len(plan.ranges) <= 1:
-            result = connector.read(path, plan.fid)
-            written = _clean_and_write(cfg, con, connector, result, report, path,
-                                       lambda p=path: (p.read_bytes(), 0))
-            _record(con, report, plan.sha, str(path.resolve()), plan.size, connector.kind,
-                    written, user, {"path": str(path), "format": fmt, "rows": report.rows})
-        else:
-            _ingest_chunked(cfg, con, connector, plan, report, ctx, user, ray_module)
+        report = _already_ingested(con, plan.path, plan.sha, fmt)
+        if report is None:
+            if fmt not in CHUNKED or len(plan.ranges) <= 1:
+                done = _whole_file(cfg, connector, fmt, path, plan.fid, ctx)
+            else:
+                _clear_parts(cfg, plan.fid)  # a crashed attempt's parts
+                done = _chunked_inprocess(cfg, connector, plan, ctx)
+            _record_done(cfg, con, plan, done, user)
+            report = done.report
         reports.append(report)
     return reports
+
+
+def _connector(fmt: str, mapping: Any) -> Any:
+    return get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
+
+
+def _already_ingested(con: apsw.Connection, path: Path, sha: str,
+                      fmt: str) -> FileReport | None:
+    """The report of a file whose content the store holds already (``None``: it does not)."""
+    known = list(store.rows(con, "SELECT * FROM files WHERE sha256 = ?", (sha,)))
+    if not known:
+        return None
+    prior = known[0]
+    report = FileReport(str(path), sha[:16], fmt, "already_ingested")
+    for key in ("rows", "accepted", "quarantined", "ignored"):
+        setattr(report, key, prior[key])
+    report.reasons = json.loads(prior["reasons"])
+    return report
+
+
+@dataclass
+class _Done:
+    """One file's work, done in this process or in a Ray task: its report and what the store
+    records about it (``_record_done``, in the driver, in input order)."""
+
+    report: FileReport
+    kind: str
+    written: list[tuple[str, int, str]]  # (trade date, rows, Parquet path relative to data)
+    detail: dict[str, Any]  # the audit row's
+    chunked: bool = False  # its part files were under ``_parts_dir`` (removed once recorded)
+
+
+def _whole_file(cfg: Config, connector, fmt: str, path: Path, fid: str,
+                ctx: CleanContext) -> _Done:
+    """A file read whole (at most one chunk, or a format never chunked): parse, clean, write.
+    Memory: the file (at most ``ingest.chunk_bytes`` for a chunked format)."""
+    report = FileReport(str(path), fid, fmt, "ingested")
+    result = connector.read(path, fid)
+    written = _clean_and_write(cfg, None, connector, result, report, path,
+                               lambda: (path.read_bytes(), 0), ctx=ctx)
+    return _Done(report, connector.kind, written,
+                 {"path": str(path), "format": fmt, "rows": report.rows})
+
+
+def _record_done(cfg: Config, con: apsw.Connection, plan: _Plan, done: _Done,
+                 user: str) -> None:
+    """The store transaction of a file whose Parquet files are written (durably)."""
+    _record(con, done.report, plan.sha, str(plan.path.resolve()), plan.size, done.kind,
+            done.written, user, done.detail)
+    if done.chunked:
+        _clear_parts(cfg, plan.fid)
+
+
+def _clear_parts(cfg: Config, fid: str) -> None:
+    import shutil
+
+    shutil.rmtree(_parts_dir(cfg, fid), ignore_errors=True)
 
 
 @dataclass
@@ -430,35 +483,29 @@ def _empty_carry(fmt: str) -> Any:
     return carry_class(fmt).empty()
 
 
-def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
-                    report: FileReport, ctx: CleanContext, user: str, ray_module) -> None:
-    """Chunks → part files (in-process or Ray tasks) → per trade date a directory of the parts
-    (renamed, not copied) and one quarantine file merged part by part (bounded memory) → one
-    store transaction."""
-    import shutil
-
-    fmt, mapping = plan.fmt, getattr(connector, "mapping", None)
-    shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)  # a crashed attempt's parts
-    if fmt in STATEFUL:
-        if ray_module is not None:
-            task = ray_module.remote(_run_stateful)
-            outs = ray_module.get(task.remote(cfg, fmt, plan, ctx))
-        else:
-            outs = _run_stateful(cfg, fmt, plan, ctx)
-    elif ray_module is not None:
-        task = ray_module.remote(_run_chunk)
-        ctx_ref = ray_module.put(ctx)
-        limit = max(1, int(ray_module.cluster_resources().get("CPU", 1)))
-        pending, outs = [], []
-        for k in range(len(plan.ranges)):  # at most one chunk per CPU in flight
-            if len(pending) >= limit:
-                done, pending = ray_module.wait(pending, num_returns=1)
-                outs.extend(ray_module.get(done))
-            pending.append(task.remote(cfg, fmt, mapping, plan, k, ctx_ref))
-        outs.extend(ray_module.get(pending))
+def _chunked_inprocess(cfg: Config, connector, plan: _Plan, ctx: CleanContext) -> _Done:
+    """A file of several chunks, in this process: its chunks in order, then ``_finish_chunked``."""
+    mapping = getattr(connector, "mapping", None)
+    if plan.fmt in STATEFUL:
+        outs = _run_stateful(cfg, plan.fmt, plan, ctx)
     else:
-        outs = [_run_chunk(cfg, fmt, mapping, plan, k, ctx) for k in range(len(plan.ranges))]
-    outs.sort(key=lambda o: o.index)
+        outs = [_run_chunk(cfg, plan.fmt, mapping, plan, k, ctx)
+                for k in range(len(plan.ranges))]
+    return _finish_chunked(cfg, plan, connector.kind, outs)
+
+
+def _stateful_file(cfg: Config, plan: _Plan, kind: str, ctx: CleanContext) -> _Done:
+    """A stateful file of several chunks, whole: its chunk chain and its finish (a Ray task:
+    the unit of parallelism of a stateful format is the file)."""
+    return _finish_chunked(cfg, plan, kind, _run_stateful(cfg, plan.fmt, plan, ctx))
+
+
+def _finish_chunked(cfg: Config, plan: _Plan, kind: str, outs: list[_ChunkOut]) -> _Done:
+    """Chunks' part files → resends across chunks dropped → per trade date a directory of the
+    parts (renamed, not copied) and one quarantine file merged part by part (bounded memory);
+    the store transaction is the caller's (``_record_done``)."""
+    report = FileReport(str(plan.path), plan.fid, plan.fmt, "ingested")
+    outs = sorted(outs, key=lambda o: o.index)
     if len(outs) > 1 and all(o.indexed >= 0 for o in outs):
         _resends_across_chunks(cfg, plan, outs)
     reasons: Counter[str] = Counter()
@@ -476,17 +523,162 @@ def _ingest_chunked(cfg: Config, con: apsw.Connection, connector, plan: _Plan,
         raise AssertionError(f"{plan.path}: record balance broken: {report}")
     written: list[tuple[str, int, str]] = []
     for day, n in report.trade_dates.items():
-        rel = f"events/{connector.kind}/trade_date={day}/{plan.fid}"
+        rel = f"events/{kind}/trade_date={day}/{plan.fid}"
         _move_parts([_part(cfg, plan.fid, f"events-{day}", o.index) for o in outs
                      if day in o.dates], cfg.data_dir / rel)
         written.append((day, n, rel))
     if report.quarantined:
         _merge_parts([_part(cfg, plan.fid, "quarantine", o.index) for o in outs
                       if o.quarantine], cfg.data_dir / f"quarantine/{plan.fid}.parquet")
-    _record(con, report, plan.sha, str(plan.path.resolve()), plan.size, connector.kind,
-            written, user, {"path": str(plan.path), "format": fmt, "rows": report.rows,
-                            "chunks": len(outs)})
-    shutil.rmtree(_parts_dir(cfg, plan.fid), ignore_errors=True)
+    return _Done(report, kind, written, {"path": str(plan.path), "format": plan.fmt,
+                                         "rows": report.rows, "chunks": len(outs)}, True)
+
+
+def _plan_task(path: Path, fmt: str, chunk_bytes: int, mapping: Any) -> tuple[_Plan, str]:
+    """``_plan`` as a Ray task, with the kind it decides (``connector.kind``, per file for a
+    mapping-driven format; the task's connector is a copy, so it is returned)."""
+    connector = _connector(fmt, mapping)
+    plan = _plan(path, fmt, chunk_bytes, connector)
+    return plan, connector.kind
+
+
+def _whole_file_task(cfg: Config, fmt: str, mapping: Any, path: Path, fid: str,
+                     ctx: CleanContext) -> _Done:
+    return _whole_file(cfg, _connector(fmt, mapping), fmt, path, fid, ctx)
+
+
+@dataclass
+class _Refusal:
+    """An ``InputRefused`` raised in a Ray task, returned as a value: the exception does not
+    survive Ray's pickling (its ``__init__`` takes more than its message), and the driver raises
+    it as in-process mode would."""
+
+    path: str
+    where: str
+    reason: str
+    hint: str
+
+
+def _in_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a Ray task, a refusal returned as a ``_Refusal``."""
+    try:
+        return fn(*args)
+    except InputRefused as exc:
+        return _Refusal(exc.path, exc.where, exc.reason, exc.hint)
+
+
+def _ingest_concurrent(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str,
+                       user: str, mapping: str | None, ctx: CleanContext,
+                       ray_module) -> list[FileReport]:
+    """``ingest_files`` in ``ray`` mode: the files of the call run concurrently as Ray tasks,
+    at most one task per CPU in flight, and the driver only decides and records.
+
+    Tasks: each file's plan (SHA-256 and chunks, ``_plan``); then a file of at most one chunk
+    is one task (read whole), a stateful file's chunk chain is one task (``_stateful_file``:
+    the file is the unit of parallelism of FIX, CAT and vendor files), a stateless file's
+    chunks are tasks followed by a finish task. Earlier files' tasks go first, so files are
+    finished about in input order and the driver holds a few plans and chunk summaries only.
+
+    Same results as in-process mode: plans are decided in input order (the content is in the
+    store, or an earlier file of this call has it: ``already_ingested``, no task), and each
+    file's store transaction is made in input order, so reports, store rows and Parquet files
+    are those of the serial loop. A failing file raises (as in-process) once the files before
+    it are recorded; files after it are not recorded (their parts are cleared on a retry)."""
+    import heapq
+
+    chunk = int(cfg.get("ingest.chunk_bytes"))
+    limit = max(1, int(ray_module.cluster_resources().get("CPU", 1)))
+    ctx_ref = ray_module.put(ctx)
+    task = ray_module.remote(_in_task)
+    remote = {"plan": _plan_task, "whole": _whole_file_task, "chain": _stateful_file,
+              "chunk": _run_chunk, "finish": _finish_chunked}
+    n = len(paths)
+    plans: dict[int, tuple[_Plan, str]] = {}
+    outs: dict[int, list[_ChunkOut]] = {}
+    done: dict[int, _Done | None] = {}  # None: already ingested, no work
+    failed: dict[int, BaseException] = {}
+    seen: set[str] = set()  # contents this call ingests (a later copy is already_ingested)
+    queue: list[tuple[int, int, int, str]] = [(i, 0, 0, "plan") for i in range(n)]
+    running: dict[Any, tuple[int, str, int]] = {}
+    decided = recorded = 0
+    reports: list[FileReport] = []
+
+    def submit(i: int, what: str, k: int) -> Any:
+        fn = remote[what]
+        if what == "plan":
+            return task.remote(fn, paths[i], fmt, chunk, mapping)
+        plan, kind = plans[i]
+        if what == "whole":
+            return task.remote(fn, cfg, fmt, mapping, plan.path, plan.fid, ctx_ref)
+        if what == "chain":
+            return task.remote(fn, cfg, plan, kind, ctx_ref)
+        if what == "chunk":
+            return task.remote(fn, cfg, fmt, mapping, plan, k, ctx_ref)
+        return task.remote(fn, cfg, plan, kind, outs[i])
+
+    try:
+        while True:
+            while decided < n and (decided in plans or decided in failed):
+                i, decided = decided, decided + 1
+                if i in failed:
+                    continue
+                plan, _ = plans[i]
+                if plan.sha in seen or _already_ingested(con, plan.path, plan.sha, fmt):
+                    done[i] = None  # its report is read from the store when its turn comes
+                    continue
+                seen.add(plan.sha)
+                if len(plan.ranges) <= 1:
+                    heapq.heappush(queue, (i, 1, 0, "whole"))
+                    continue
+                _clear_parts(cfg, plan.fid)  # a crashed attempt's parts
+                if fmt in STATEFUL:
+                    heapq.heappush(queue, (i, 1, 0, "chain"))
+                else:
+                    outs[i] = []
+                    for k in range(len(plan.ranges)):
+                        heapq.heappush(queue, (i, 1, k, "chunk"))
+            while recorded < n and (recorded in done or recorded in failed):
+                i, recorded = recorded, recorded + 1
+                if i in failed:
+                    raise failed[i]
+                result, plan = done.pop(i), plans.pop(i)[0]
+                if result is None:
+                    report = _already_ingested(con, plan.path, plan.sha, fmt)
+                    assert report is not None, plan.path
+                else:
+                    _record_done(cfg, con, plan, result, user)
+                    report = result.report
+                reports.append(report)
+            if recorded == n:
+                return reports
+            while queue and len(running) < limit:
+                i, _, k, what = heapq.heappop(queue)
+                if i not in failed:  # the rest of a failed file is not worth running
+                    running[submit(i, what, k)] = (i, what, k)
+            if not running:
+                raise AssertionError(f"ingest stalled at file {recorded} of {n}")
+            (ref,), _ = ray_module.wait(list(running), num_returns=1)
+            i, what, k = running.pop(ref)
+            try:
+                value = ray_module.get(ref)
+            except Exception as exc:  # noqa: BLE001 - raised in input order, see above
+                failed.setdefault(i, exc)
+                continue
+            if isinstance(value, _Refusal):
+                failed.setdefault(i, InputRefused(value.path, value.where, value.reason,
+                                                  value.hint))
+            elif what == "plan":
+                plans[i] = value
+            elif what == "chunk":
+                outs[i].append(value)
+                if len(outs[i]) == len(plans[i][0].ranges):
+                    heapq.heappush(queue, (i, 2, 0, "finish"))
+            else:
+                done[i] = value
+                outs.pop(i, None)
+    finally:
+        for ref in running:  # an error: do not leave tasks writing parts behind
+            ray_module.cancel(ref)
 
 
 #: Fewest index entries a hash range (and a verification batch) of the resend check holds.
@@ -663,15 +855,18 @@ def _shift(table: pa.Table, offset: int, line: int, path: Path | None = None) ->
     return table
 
 
-def _clean_and_write(cfg: Config, con: apsw.Connection, connector, result, report: FileReport,
-                     path: Path, raw: RawBytes,
-                     resend_index: resends.StreamResends | None = None
-                     ) -> list[tuple[str, int, str]]:
+def _clean_and_write(cfg: Config, con: apsw.Connection | None, connector, result,
+                     report: FileReport, path: Path, raw: RawBytes,
+                     resend_index: resends.StreamResends | None = None, *,
+                     ctx: CleanContext | None = None) -> list[tuple[str, int, str]]:
     """Clean the connector's rows, fill ``report``, write the Parquet files; return their rows.
-    ``resend_index``: the tee's earlier ranges of the stream (``ingest_range``)."""
+    ``resend_index``: the tee's earlier ranges of the stream (``ingest_range``). ``ctx``: the
+    reference data to clean with (else read from ``con``; a Ray task has no connection)."""
     fid = report.file_id
-    ctx = CleanContext(traders=reference.current(con, "traders"),
-                       symbology=reference.current(con, "symbology"))
+    if ctx is None:
+        assert con is not None
+        ctx = CleanContext(traders=reference.current(con, "traders"),
+                           symbology=reference.current(con, "symbology"))
     kept, rejected = apply_steps(result.events, connector.kind, ctx)
     clean_q, clean_reasons = _clean_rejects(path, fid, result.events, rejected, raw)
     use_index = resend_index is not None and resends.applies(connector.kind)

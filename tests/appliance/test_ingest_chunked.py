@@ -4,6 +4,7 @@ and whether the chunks ran in this process or as Ray tasks; FIX order chains acr
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from appliance import config, reference, store
 from appliance.ingest import ingest_files, read_range
 from appliance.sim import SimConfig, simulate
 from connectors import get_connector
+from connectors.base import InputRefused
 from connectors.fix import FixCarry
 from tests.conftest import DATA
 
@@ -309,3 +311,98 @@ def test_vendor_day_with_ray(tmp_path, vendor_days):
                   **{"ingest.chunk_bytes": path.stat().st_size // 5, "ingest.mode": "ray",
                      "ray.num_cpus": 2})
     assert got == whole
+
+
+# --------------------------------------------------------------------------- files concurrently
+@pytest.fixture(scope="module")
+def fix_days(tmp_path_factory):
+    """FIX session logs of three simulator days (different seeds: different content)."""
+    root = tmp_path_factory.mktemp("simfix")
+    return [simulate(SimConfig(**{**SIM, "seed": seed, "minutes": 1.0}, fmt="fix",
+                               **({"dirty": 0.02} if seed == 9 else {})), root / f"s{seed}")
+            for seed in (7, 8, 9)]
+
+
+def _ingest_many(root: Path, paths: list[Path], fmt: str, ref: Path, **values) -> dict:
+    """Ingest ``paths`` in one call in a fresh data dir; return the reports, the store rows
+    (timestamps left out) and each file's events and quarantine, in store order."""
+    cfg = _datadir(root, **values)
+    con = store.connect(cfg.store_path)
+    try:
+        for kind in ("traders", "symbology"):
+            reference.load(con, kind, ref / f"{kind}.csv", "test")
+        reports = [r.to_json() for r in ingest_files(cfg, con, paths, fmt, "test")]
+        files = [{k: v for k, v in r.items() if k != "ingested_at"}
+                 for r in store.rows(con, "SELECT * FROM files ORDER BY rowid")]
+        dates = list(store.rows(con, "SELECT * FROM file_dates ORDER BY rowid"))
+        audit = [(r["action"], r["target"], r["detail"]) for r in store.rows(
+            con, "SELECT * FROM audit_log WHERE action = 'ingest' ORDER BY audit_id")]
+        events = [_rows(pq.read_table(store.parquet_files(cfg.data_dir, r["parquet"])))
+                  for r in dates]  # fmt: skip
+    finally:
+        con.close()
+    quarantine = {f["file_id"]: pq.read_table(q).to_pylist() for f in files
+                  if (q := cfg.data_dir / "quarantine" / f"{f['file_id']}.parquet").exists()}
+    assert not list((cfg.data_dir / "tmp" / "parts").glob("*/*")), "parts left behind"
+    return {"reports": reports, "files": files, "dates": [dict(r) for r in dates],
+            "audit": audit, "events": events, "quarantine": quarantine}
+
+
+def test_fix_files_concurrently_with_ray(tmp_path, fix_days):
+    """Several FIX session logs (chunked ones: a chunk chain per task; a small one read whole),
+    the same content twice (the same path, and a copy elsewhere) in one ``ray`` mode call: the
+    reports, store rows (in input order), events and quarantine of the in-process serial loop."""
+    logs = [d.orders_path for d in fix_days]
+    copy = tmp_path / "copy.log"
+    copy.write_bytes(logs[1].read_bytes())
+    small = DATA / "fix" / "session.log"
+    paths = [logs[0], small, logs[1], logs[0], logs[2], copy]
+    chunk = max(p.stat().st_size for p in logs) // 4
+    assert small.stat().st_size < chunk < min(p.stat().st_size for p in logs) // 2
+    ref = fix_days[0].reference_dir
+    serial = _ingest_many(tmp_path / "serial", paths, "fix", ref,
+                          **{"ingest.chunk_bytes": chunk, "ingest.mode": "inprocess"})
+    assert [r["status"] for r in serial["reports"]] == [
+        "ingested", "ingested", "ingested", "already_ingested", "ingested", "already_ingested"]
+    assert all(serial["reports"][i]["accepted"] > 100 for i in (0, 2, 4))
+    assert len({r["accepted"] for r in serial["reports"]}) == 4  # distinct days
+    assert [json.loads(a[2]).get("chunks", 1) > 1 for a in serial["audit"]] == [
+        True, False, True, True]
+    ray = _ingest_many(tmp_path / "ray", paths, "fix", ref,
+                       **{"ingest.chunk_bytes": chunk, "ingest.mode": "ray", "ray.num_cpus": 2})
+    assert ray == serial
+
+
+def test_csv_files_concurrently_with_ray(tmp_path, sim_days):
+    """Stateless files: one in chunks with resends across them, small ones, a duplicate."""
+    res = sim_days["csv"]
+    big = _with_resends(res.clean_orders_path, tmp_path / "resent.csv", 40, seed=3)
+    messy = DATA / "csv" / "orders_messy.csv"
+    paths = [messy, big, DATA / "csv" / "orders_shuffled.csv", messy, res.clean_orders_path]
+    values = {"ingest.chunk_bytes": big.stat().st_size // 5}
+    serial = _ingest_many(tmp_path / "serial", paths, "csv", res.reference_dir,
+                          **values, **{"ingest.mode": "inprocess"})
+    assert [r["status"] for r in serial["reports"]].count("already_ingested") == 1
+    assert serial["reports"][1]["reasons"]["duplicate"] >= 40
+    ray = _ingest_many(tmp_path / "ray", paths, "csv", res.reference_dir,
+                       **values, **{"ingest.mode": "ray", "ray.num_cpus": 2})
+    assert ray == serial
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "ray"])
+def test_refused_file_among_many(tmp_path, mode):
+    """A refused file raises ``InputRefused`` (unwrapped from Ray's error) once the files before
+    it are recorded; the files after it are not recorded, in either mode."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"foo,bar\n1,2\n")
+    cfg = _datadir(tmp_path / "d", **{"ingest.mode": mode, "ray.num_cpus": 2})
+    con = store.connect(cfg.store_path)
+    paths = [DATA / "csv" / "orders_messy.csv", bad, DATA / "csv" / "orders_shuffled.csv"]
+    try:
+        with pytest.raises(InputRefused) as err:
+            ingest_files(cfg, con, paths, "csv", "test")
+        assert type(err.value) is InputRefused and err.value.path == str(bad)
+        recorded = [r["path"] for r in store.rows(con, "SELECT path FROM files")]
+    finally:
+        con.close()
+    assert recorded == [str(paths[0].resolve())]
