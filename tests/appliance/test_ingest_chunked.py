@@ -406,3 +406,26 @@ def test_refused_file_among_many(tmp_path, mode):
     finally:
         con.close()
     assert recorded == [str(paths[0].resolve())]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Europe/London", "Asia/Kolkata",
+                                "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns"])
+def test_trade_dates_match_per_row_formatting(tz):
+    """Trade dates formatted once per quarter hour equal per-row ``strftime`` around DST changes
+    and midnights, in zones offset by 30 and 45 minutes too; nulls stay null."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from appliance.ingest import _trade_dates
+
+    rng = np.random.default_rng(5)
+    hour = 3600 * 10**9
+    edges = [np.datetime64(d, "ns").astype(np.int64) for d in (
+        "2024-03-10T07:00", "2024-03-31T01:00", "2024-04-06T15:00", "2024-10-27T01:00",
+        "2024-11-03T06:00", "2025-01-01T00:00")]
+    ns = np.concatenate([e + rng.integers(-8 * hour, 8 * hour, 3000) for e in edges])
+    ts = pa.array(np.append(ns, 0), pa.int64()).cast(pa.timestamp("ns"))
+    ts = pc.if_else(pc.equal(pa.array(np.append(ns, 0)), 0), pa.scalar(None, ts.type), ts)
+    want = pc.strftime(pc.cast(ts, pa.timestamp("ns", tz=tz)), format="%Y-%m-%d")
+    got = _trade_dates(pa.chunked_array([ts[:100], ts[100:]]), tz)
+    assert got.equals(want) and got.null_count == 1
