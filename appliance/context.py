@@ -282,7 +282,8 @@ def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, c
                o_after):  # pragma: no cover - numba
     """As-of join of ``rows`` (time order) to one symbol's tape as a linear merge: the last tape
     row strictly before each event, and the last at or before ``t + after_ns``. Same result as
-    ``_Tape.before`` / ``at_or_before`` + ``_take``."""
+    ``_Tape.before`` / ``at_or_before`` + ``_take``. An empty output array is a column not
+    asked for (not filled: a task holds only the columns its detectors read)."""
     m = tape_ts.shape[0]
     i = 0  # tape rows strictly before t
     j = 0  # tape rows at or before t + after_ns
@@ -291,22 +292,32 @@ def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, c
         t = ts[k]
         while i < m and tape_ts[i] < t:
             i += 1
-        while j < m and tape_ts[j] <= t + after_ns:
-            j += 1
+        if o_after.size:
+            while j < m and tape_ts[j] <= t + after_ns:
+                j += 1
+            if j > 0:
+                o_after[k] = mid[j - 1]
         if i > 0:
             p = i - 1
-            o_bid[k] = bid[p]
-            o_ask[k] = ask[p]
-            o_bid_size[k] = bid_size[p]
-            o_ask_size[k] = ask_size[p]
-            o_last[k] = last[p]
-            o_vol[k] = cum_vol[p]
-            o_buy[k] = cum_buy[p]
+            if o_bid.size:
+                o_bid[k] = bid[p]
+            if o_ask.size:
+                o_ask[k] = ask[p]
+            if o_bid_size.size:
+                o_bid_size[k] = bid_size[p]
+            if o_ask_size.size:
+                o_ask_size[k] = ask_size[p]
+            if o_last.size:
+                o_last[k] = last[p]
+            if o_vol.size:
+                o_vol[k] = cum_vol[p]
+            if o_buy.size:
+                o_buy[k] = cum_buy[p]
         else:
-            o_vol[k] = 0.0
-            o_buy[k] = 0.0
-        if j > 0:
-            o_after[k] = mid[j - 1]
+            if o_vol.size:
+                o_vol[k] = 0.0
+            if o_buy.size:
+                o_buy[k] = 0.0
 
 
 @njit(cache=True)
@@ -334,33 +345,42 @@ class DayMarket:
 
 
 def attach_arrays(ts: np.ndarray, tord: np.ndarray, sym: np.ndarray, sym_names: list[str],
-                  day: DayMarket) -> dict[str, np.ndarray]:
+                  day: DayMarket, columns: tuple[str, ...] = CONTEXT_COLUMNS
+                  ) -> dict[str, np.ndarray]:
     """``attach`` for one partition's NumPy columns (``sym``: dense codes into ``sym_names``,
-    ``tord``: rows in time order): the same ``ctx_*`` values, by a linear merge per symbol."""
+    ``tord``: rows in time order): the same ``ctx_*`` values, by a linear merge per symbol.
+    Only ``columns`` are built (8 B per row each: a task joins what its detectors read)."""
     n = ts.shape[0]
-    cols = {c: np.full(n, np.nan) for c in CONTEXT_COLUMNS}
+    cols = {c: np.full(n, np.nan) for c in CONTEXT_COLUMNS if c in columns}
     if n == 0:
         return cols
-    ordered_sym = sym[tord]
-    by_sym = np.argsort(ordered_sym, kind="stable")  # rows grouped by symbol, time order kept
-    bounds = np.searchsorted(ordered_sym[by_sym], np.arange(len(sym_names) + 1))
-    for k, name in enumerate(sym_names):
-        rows = tord[by_sym[bounds[k]:bounds[k + 1]]]
-        tape = day.tapes.get(name)
-        cols["ctx_tick"][rows] = day.tick.get(name, np.nan)
-        if tape is None:
-            continue
-        if tape.ts.size == 0:  # pragma: no cover - a tape always has rows
-            cols["ctx_mkt_vol"][rows] = 0.0
-            cols["ctx_mkt_buy"][rows] = 0.0
-            continue
-        _asof_fill(rows, ts, tape.ts, tape.bid, tape.ask, tape.bid_size, tape.ask_size,
-                   tape.last, tape.cum_vol, tape.cum_buy, tape.mid, day.after_ns,
-                   cols["ctx_bid"], cols["ctx_ask"], cols["ctx_bid_size"], cols["ctx_ask_size"],
-                   cols["ctx_last"], cols["ctx_mkt_vol"], cols["ctx_mkt_buy"],
-                   cols["ctx_mid_after"])
+    # the columns not asked for: empty (not filled) in the merge
+    out = {c: cols.get(c, np.zeros(0)) for c in CONTEXT_COLUMNS}
+    if "ctx_tick" in cols or any(c in cols for c in CONTEXT_COLUMNS[:-2]):
+        # rows grouped by symbol, time order kept (int32 positions: half the memory)
+        ordered_sym = sym[tord]
+        by_sym = np.argsort(ordered_sym, kind="stable").astype(np.int32)
+        bounds = np.searchsorted(ordered_sym[by_sym], np.arange(len(sym_names) + 1))
+        del ordered_sym
+        for k, name in enumerate(sym_names):
+            rows = tord[by_sym[bounds[k]:bounds[k + 1]]]
+            tape = day.tapes.get(name)
+            if "ctx_tick" in cols:
+                cols["ctx_tick"][rows] = day.tick.get(name, np.nan)
+            if tape is None:
+                continue
+            if tape.ts.size == 0:  # pragma: no cover - a tape always has rows
+                for c in ("ctx_mkt_vol", "ctx_mkt_buy"):
+                    if c in cols:
+                        cols[c][rows] = 0.0
+                continue
+            _asof_fill(rows, ts, tape.ts, tape.bid, tape.ask, tape.bid_size, tape.ask_size,
+                       tape.last, tape.cum_vol, tape.cum_buy, tape.mid, day.after_ns,
+                       out["ctx_bid"], out["ctx_ask"], out["ctx_bid_size"], out["ctx_ask_size"],
+                       out["ctx_last"], out["ctx_mkt_vol"], out["ctx_mkt_buy"],
+                       out["ctx_mid_after"])
     ref = day.tapes.get(day.reference_symbol) if day.reference_symbol else None
-    if ref is not None and ref.ts.size:
+    if ref is not None and ref.ts.size and "ctx_ref_mid" in cols:
         _asof_mid(tord, ts, ref.ts, ref.mid, cols["ctx_ref_mid"])
     return cols
 

@@ -35,8 +35,16 @@ from appliance.clean import etl_version
 from appliance.config import Config
 from appliance.context import InstrumentInfo
 from appliance.detectors import REGISTRY
-from appliance.detectors.common import Batch
+from appliance.detectors.base import Scores
+from appliance.detectors.common import (
+    CODE_COLUMNS,
+    RELEASABLE,
+    Batch,
+    Grouping,
+    LazyColumns,
+)
 from appliance.spool import (
+    SPOOLED_SCHEMA,
     BuiltTapes,
     DayShared,
     MapOutput,
@@ -45,6 +53,8 @@ from appliance.spool import (
     bucket,
     build_tape,
     local_runner,
+    partition_rows,
+    read_column,
     read_partition,
     spool_day,
     spool_map,
@@ -108,7 +118,7 @@ def partition_groups(detectors: list[str]) -> dict[tuple[str, ...], list[str]]:
 
 def _breadcrumbs(batch: Batch, rows: np.ndarray) -> list[dict[str, Any]]:
     source = batch.codes["source"][rows]
-    line, offset = batch.line[rows], batch.offset[rows]
+    line, offset = (x[rows] for x in batch.provenance())
     crumbs = []
     for name, code in sorted((batch.names["source"][c], c) for c in np.unique(source)):
         sel = source == code
@@ -142,52 +152,93 @@ def score_partition(events: pa.Table | str | Path | PartitionRef, detectors: lis
     features and, for clusters at or above the floor, the explanation and breadcrumbs as JSON.
     """
     keep_freed_memory()
+    # only the arrays, codes and market context the detectors read (8 B per row a column)
+    dets = [REGISTRY[name] for name in detectors]
+    ctx, fields, code_columns = (tuple(dict.fromkeys(c for d in dets for c in getattr(
+        d, attr, every))) for attr, every in (("context_columns", context.CONTEXT_COLUMNS),
+                                              ("batch_fields", RELEASABLE),
+                                              ("code_columns", CODE_COLUMNS)))
     if isinstance(info, DayShared):
-        batch = Batch.build(read_partition(events, info.remaps), info.market, info.names)
+        # a column at a time, a piece at a time: the mapped pages of one piece of one column,
+        # never the whole partition, are held next to the batch built from it
+        if isinstance(events, PartitionRef):
+            ref, remaps = events, info.remaps
+            columns = LazyColumns(lambda c: read_column(ref, remaps, c), SPOOLED_SCHEMA,
+                                  partition_rows(ref))
+        else:
+            table = read_partition(events, info.remaps)
+            columns = LazyColumns(lambda c: table.column(c).chunks, table.schema,
+                                  table.num_rows)
+        batch = Batch.build(columns, info.market, info.names, ctx, fields, code_columns)
         info = info.info
     else:
-        batch = Batch.build(events)
-    out: dict[str, pa.Table] = {}
-    for name in detectors:
-        det = REGISTRY[name]
-        g = det.group(batch, info, params[name])
-        matrix = det.kernel(batch, g, params[name])
-        scores = det.score(matrix)
-        n = g.count
-        first, last = g.first_rows(), g.last_rows()
-        explanation: list[str | None] = [None] * n
-        crumbs: list[str | None] = [None] * n
-        accounts: list[str | None] = [None] * n
-        traders = _names(batch, "trader", g.name_row)
-        flagged = np.flatnonzero(scores.score >= floors[name]).tolist()
-        for c in range(n) if det.multi_trader else flagged:
-            rows = g.rows(c)
-            if det.multi_trader:
-                traders[c] = _joined(batch, "trader", rows)
-            if scores.score[c] >= floors[name]:
-                explanation[c] = json.dumps(det.explain(matrix[c]))
-                crumbs[c] = json.dumps(_breadcrumbs(batch, rows))
-                accounts[c] = _joined(batch, "account", rows)
-        parts = [[v or "" for v in _names(batch, k, g.name_row)] for k in det.cluster_keys]
-        key = ["\x1f".join(vs) for vs in zip(*parts, strict=True)] if parts else [""] * n
-        cols: dict[str, Any] = {
-            "key": pa.array(key, pa.string()),
-            "trader": pa.array(traders, pa.string()),
-            "instrument": pa.array(_names(batch, "instrument", g.name_row), pa.string()),
-            "symbol": pa.array(_names(batch, "symbol", g.name_row), pa.string()),
-            "account": pa.array(accounts, pa.string()),
-            "start_ns": pa.array(batch.ts[first], pa.int64()),
-            "end_ns": pa.array(batch.ts[last], pa.int64()),
-            "n_events": pa.array(g.sizes(), pa.int64()),
-            "score": pa.array(scores.score, pa.int64()),
-            "confidence": pa.array(scores.confidence, pa.float64()),
-        }
-        for i, feat in enumerate(det.features):
-            cols[f"f_{feat.name}"] = pa.array(matrix[:, i], pa.float64())
-        cols["explanation"] = pa.array(explanation, pa.string())
-        cols["breadcrumbs"] = pa.array(crumbs, pa.string())
-        out[name] = pa.table(cols)
-    return out
+        batch = Batch.build(events, ctx_columns=ctx, fields=fields)
+    # features and scores of every detector first, dropping after each the arrays that no
+    # detector still to run reads; the explanations (which read the partition's provenance)
+    # come after, when only the codes, times and groupings are left
+    found = []
+    _release(batch, dets)
+    for k, det in enumerate(dets):
+        g = det.group(batch, info, params[detectors[k]])
+        _release(batch, dets[k:], grouped=True)  # e.g. the time order, once keyed
+        matrix = det.kernel(batch, g, params[detectors[k]])
+        found.append((g, matrix, det.score(matrix)))
+        _release(batch, dets[k + 1:])
+    batch.ensure_codes(("trader", "instrument", "symbol", "account", "source",
+                        *(k for d in dets for k in d.cluster_keys)))
+    return {name: _clusters_table(REGISTRY[name], batch, g, matrix, scores, floors[name])
+            for name, (g, matrix, scores) in zip(detectors, found, strict=True)}
+
+
+def _release(batch: Batch, dets: list, grouped: bool = False) -> None:
+    """Drop the batch's arrays that none of ``dets`` (the detectors still to run; with
+    ``grouped``, the first of them has its grouping and needs only its kernel's) reads."""
+    later = dets[1:] if grouped else dets
+    fields = {f for d in later for f in getattr(d, "batch_fields", RELEASABLE)}
+    if grouped:
+        fields |= set(getattr(dets[0], "batch_fields", RELEASABLE))
+    batch.release(fields, {c for d in dets for c in getattr(d, "context_columns",
+                                                             context.CONTEXT_COLUMNS)})
+
+
+def _clusters_table(det, batch: Batch, g: Grouping, matrix: np.ndarray, scores: Scores,
+                    floor: int) -> pa.Table:
+    """One detector's clusters of a partition: identity, span, score, features and, for
+    clusters at or above ``floor``, the explanation and breadcrumbs as JSON."""
+    n = g.count
+    first, last = g.first_rows(), g.last_rows()
+    explanation: list[str | None] = [None] * n
+    crumbs: list[str | None] = [None] * n
+    accounts: list[str | None] = [None] * n
+    traders = _names(batch, "trader", g.name_row)
+    flagged = np.flatnonzero(scores.score >= floor).tolist()
+    for c in range(n) if det.multi_trader else flagged:
+        rows = g.rows(c)
+        if det.multi_trader:
+            traders[c] = _joined(batch, "trader", rows)
+        if scores.score[c] >= floor:
+            explanation[c] = json.dumps(det.explain(matrix[c]))
+            crumbs[c] = json.dumps(_breadcrumbs(batch, rows))
+            accounts[c] = _joined(batch, "account", rows)
+    parts = [[v or "" for v in _names(batch, k, g.name_row)] for k in det.cluster_keys]
+    key = ["\x1f".join(vs) for vs in zip(*parts, strict=True)] if parts else [""] * n
+    cols: dict[str, Any] = {
+        "key": pa.array(key, pa.string()),
+        "trader": pa.array(traders, pa.string()),
+        "instrument": pa.array(_names(batch, "instrument", g.name_row), pa.string()),
+        "symbol": pa.array(_names(batch, "symbol", g.name_row), pa.string()),
+        "account": pa.array(accounts, pa.string()),
+        "start_ns": pa.array(batch.ts[first], pa.int64()),
+        "end_ns": pa.array(batch.ts[last], pa.int64()),
+        "n_events": pa.array(g.sizes(), pa.int64()),
+        "score": pa.array(scores.score, pa.int64()),
+        "confidence": pa.array(scores.confidence, pa.float64()),
+    }
+    for i, feat in enumerate(det.features):
+        cols[f"f_{feat.name}"] = pa.array(matrix[:, i], pa.float64())
+    cols["explanation"] = pa.array(explanation, pa.string())
+    cols["breadcrumbs"] = pa.array(crumbs, pa.string())
+    return pa.table(cols)
 
 
 def partition(events: pa.Table, n: int, keys: tuple[str, ...] = PARTITION_KEYS

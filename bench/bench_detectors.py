@@ -128,26 +128,27 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-_FRESH: list[int] = []  # the worker's RSS before its first task (imports only)
+_FRESH: list[int] = []  # the worker's RSS and RssAnon before its first task (imports only)
 
 
 def _measured_task(part, names: list[str], det, floors, shared, symbols, *tapes
-                   ) -> tuple[float, float, int, int, int]:
+                   ) -> tuple[float, float, int, int, int, int]:
     """A scoring task in a Ray worker: its CPU and wall seconds, its peak RSS above the
     worker's RSS before it, the growth of its shared-memory RSS (pages of Ray's object store it
     touched: the market tapes of its symbols, shared by every worker of the node), and its
     peak RSS above the worker's fresh RSS (freed heap is kept by the worker, so this bounds
-    what the worker holds after all its tasks so far)."""
+    what the worker holds after all its tasks so far), and its private heap (``RssAnon``, no
+    tape or file pages) above the worker's fresh one after the task (the heap it keeps)."""
     pa.set_cpu_count(1)
     if not _FRESH:
-        _FRESH.append(_status("VmRSS"))
+        _FRESH.extend((_status("VmRSS"), _status("RssAnon")))
     _reset_peak()
     before, shm = _status("VmRSS"), _status("RssShmem")
     c0, w0 = time.process_time(), time.perf_counter()
     pipeline.score_with_tapes(part, names, det, floors, shared, symbols, *tapes)
     peak = _status("VmHWM")
     return (time.process_time() - c0, time.perf_counter() - w0, peak - before,
-            _status("RssShmem") - shm, peak - _FRESH[0])
+            _status("RssShmem") - shm, peak - _FRESH[0], _status("RssAnon") - _FRESH[1])
 
 
 #: one line per map or tape task, from the Ray workers (per bench process: runs may overlap)
@@ -273,7 +274,7 @@ def main() -> None:
     walls: dict[int, list[tuple[float, float, int]]] = {}
     mem: list[tuple[int, int, int, int]] = []
     maps: list[dict] = []  # the map and tape tasks' records
-    worker_peak = 0
+    worker_peak = worker_anon = 0
     counts = [int(w) for w in a.workers.split(",")]
     for workers in counts:
         ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR",
@@ -294,6 +295,7 @@ def main() -> None:
                     mem += [(r[2], rows, spool.read_partition(part).nbytes, r[2] - r[3])
                             for r, (part, _, rows) in zip(res, tasks, strict=True)]
                     worker_peak = max([worker_peak] + [r[4] for r in res])
+                    worker_anon = max([worker_anon] + [r[5] for r in res])
                     maps += [json.loads(x) for x in STATS.read_text().splitlines()]
                     STATS.unlink()
         finally:
@@ -325,7 +327,8 @@ def main() -> None:
           f"tasks ≥ 100k rows: {ratio:.2f}× with, {pratio:.2f}× without the shared tapes. "
           f"Largest worker RSS above its fresh RSS over the whole run: "
           f"+{worker_peak / 2**20:.0f} MiB = {worker_peak / max(largest[2], 1):.2f}× the largest "
-          f"partition (spooled)")
+          f"partition (spooled), of which private heap (RssAnon, no tape pages) "
+          f"+{worker_anon / 2**20:.0f} MiB = {worker_anon / max(largest[2], 1):.2f}×")
     what = {"spool_map": "order map", "spool_market_map": "market map", "build_tape": "tape"}
     for kind, label in what.items():
         recs = [r for r in maps if r["kind"] == kind]

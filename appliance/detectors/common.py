@@ -12,6 +12,7 @@ detector clusters; each detector's grouping is just row indices (``Grouping``) i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,12 +38,24 @@ def _codes(col, values) -> np.ndarray:
     return np.asarray(pc.fill_null(idx, -1).to_numpy(), dtype=np.int8)
 
 
+def _numpy(col, dtype, arrow_type: pa.DataType) -> np.ndarray:
+    """A column as one NumPy array, copied a chunk at a time (nulls: NaN for floats). Not
+    ``ChunkedArray.to_numpy``: that concatenates in Arrow's memory pool, whose freed pages
+    NumPy cannot reuse (a task's arrays are all in one heap); a memory-mapped chunk without
+    nulls is copied straight from its pages."""
+    out = np.empty(len(col), dtype)
+    at = 0
+    for c in col.chunks if isinstance(col, pa.ChunkedArray | StreamedColumn) else [col]:
+        if c.type != arrow_type:
+            c = c.cast(arrow_type)
+        out[at:at + len(c)] = c.to_numpy(zero_copy_only=False)
+        at += len(c)
+    return out
+
+
 def _floats(col) -> np.ndarray:
     """A numeric column as float64 with NaN for nulls."""
-    col = col.cast(pa.float64())
-    values = col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(
-        zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64)
+    return _numpy(col, np.float64, pa.float64())
 
 
 def dict_codes(col) -> tuple[np.ndarray, list[str]]:
@@ -139,11 +152,24 @@ def walk(tord, ts, side, event, order, n_orders, price, qty, leaves, exec_qty, b
     return rside, dq, life, oqty, opx, dist, aggr, fill
 
 
+#: the market context the order walk reads (a batch always has it)
+WALK_CONTEXT = ("ctx_bid", "ctx_ask", "ctx_tick")
+#: the string columns a batch holds as codes (``Batch.codes``)
+CODE_COLUMNS = ("trader", "instrument", "symbol", "account", "owner", "source")
+#: the ``Batch`` arrays a detector may declare it reads (``RulesDetector.batch_fields``); the
+#: others (``ts``, ``event``, the codes) every detector and the explanations read. ``tord``
+#: is read by the groupings (``key_order``, which recomputes it once released)
+RELEASABLE = ("tord", "side", "price", "qty", "leaves", "exec_qty", "exec_price", "acct_type",
+              "order", "rside", "dq", "life", "oqty", "opx", "dist", "aggr", "fill")
+
+
 @dataclass
 class Batch:
     """One partition, prepared once for every detector: columns as NumPy arrays (row order of
     the partition), context columns (NaN when absent) and the order walk. The partition's
-    table itself is not kept, so its memory is released once the batch is built."""
+    table itself is not kept, so its memory is released once the batch is built. A scoring
+    task builds only what its detectors read and drops each array once no detector still to
+    run reads it (``release``): its peak is about the batch, ≤ 2× the spooled partition."""
 
     ts: np.ndarray
     tord: np.ndarray  # rows in time order (ties: input order)
@@ -168,60 +194,116 @@ class Batch:
     dist: np.ndarray
     aggr: np.ndarray
     fill: np.ndarray
-    line: np.ndarray  # provenance (breadcrumbs)
-    offset: np.ndarray
+    line: np.ndarray | None  # provenance (breadcrumbs): None until ``provenance()`` reads it
+    offset: np.ndarray | None
     #: rows ordered by (key code, ts, row) per key tuple, computed once for every detector
     _key_orders: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    #: where ``provenance()`` and ``ensure_codes()`` read what was not built
+    _source: LazyColumns | None = field(default=None, repr=False)
+    _day_names: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    def ensure_codes(self, columns: tuple[str, ...]) -> None:
+        """Read the codes of ``columns`` not read yet (a lazily built batch reads only the
+        codes its kernels need; the explanations name traders, accounts and sources)."""
+        for c in columns:
+            if c in self.codes or self._source is None:
+                continue
+            if c in self._source.column_names:
+                self.codes[c], self.names[c] = _coded(self._source, c, self._day_names)
+            elif c == "owner":  # no reference data: an account is its own beneficial owner
+                self.ensure_codes(("account",))
+                self.codes[c], self.names[c] = self.codes["account"], self.names["account"]
+
+    def provenance(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(line, offset)`` of every row, read from the partition on first use: only the
+        explanations need them, after the kernels, when the arrays those read are gone."""
+        if self.line is None or self.offset is None:
+            n = self.ts.shape[0]
+            self.line = _provenance(self._source, "line", n)
+            self.offset = _provenance(self._source, "offset", n)
+        return self.line, self.offset
+
+    def release(self, fields: set[str], context_columns: set[str]) -> None:
+        """Drop the arrays of ``RELEASABLE`` not in ``fields`` and the context columns not in
+        ``context_columns`` (what the detectors still to run read): a task holds the union
+        of what its remaining detectors need, not of all. A dropped array is ``None``, so a
+        detector that reads one it did not declare fails loudly (numba refuses ``None``)."""
+        for name in RELEASABLE:
+            if name not in fields:
+                setattr(self, name, None)
+        for c in [c for c in self.ctx if c not in context_columns]:
+            del self.ctx[c]
 
     def key_order(self, keys: tuple[str, ...]) -> np.ndarray:
         """Row indices sorted by (``composite(keys)``, ts, row): a stable sort of the time order
         by key code (linear for integer keys), cached per key tuple."""
         found = self._key_orders.get(keys)
         if found is None:
-            code = composite(self, keys)
-            found = self.tord[np.argsort(code[self.tord], kind="stable")]
+            span = 1
+            for k in keys:
+                span *= len(self.names[k]) + 1
+            if span <= 4 * self.ts.shape[0] + 1024:
+                # a counting sort on the key columns themselves: no composite code, gathered
+                # copy or argsort permutation at the task's peak (24 B per row), same order
+                found = _stable_by_code(self.time_order(), *key_columns(self, keys), span)
+            else:
+                code, tord = composite(self, keys), self.time_order()
+                found = tord[np.argsort(code[tord], kind="stable")]
             self._key_orders[keys] = found
         return found
+
+    def time_order(self) -> np.ndarray:
+        """``tord``, or the same order again where it was released (``release``)."""
+        return self.tord if self.tord is not None else np.argsort(self.ts, kind="stable")
 
     @property
     def mid(self) -> np.ndarray:
         return (self.ctx["ctx_bid"] + self.ctx["ctx_ask"]) / 2
 
     @classmethod
-    def build(cls, table: pa.Table, day: DayMarket | None = None,
-              day_names: dict[str, list[str]] | None = None) -> Batch:
+    def build(cls, table: pa.Table | LazyColumns, day: DayMarket | None = None,
+              day_names: dict[str, list[str]] | None = None,
+              ctx_columns: tuple[str, ...] = CONTEXT_COLUMNS,
+              fields: tuple[str, ...] = RELEASABLE,
+              code_columns: tuple[str, ...] = CODE_COLUMNS) -> Batch:
         """Prepare a partition. ``table`` is either canonical events (string columns, ``ctx_*``
         columns if joined already) or a spooled partition (``appliance.spool``: string
         columns as int32 codes into ``day_names``, without ``ctx_*``; then ``day`` joins the
-        market context here, per partition)."""
-        n = table.num_rows
+        market context here, per partition), whole or read a column at a time
+        (``LazyColumns``). Only ``ctx_columns`` of the context are kept (the walk's
+        ``ctx_bid``, ``ctx_ask`` and ``ctx_tick`` always). Of the ``RELEASABLE`` arrays only
+        ``fields`` are kept (the walk's inputs are dropped after it), and from ``LazyColumns``
+        only the codes of ``code_columns`` (with ``instrument`` and ``symbol``) are read
+        here, the others when asked for (``ensure_codes``).
+
+        Each column is converted and dropped before the next is read, and the steps with the
+        largest temporaries (the order ids' hash table) come first, while little else is
+        held: the peak is the batch itself, not the batch plus its source."""
         cols = table.column_names
-        codes, names = {}, {}
-        for c in ("trader", "instrument", "symbol", "account", "owner", "source"):
-            if c not in cols:
-                continue
-            if day_names is not None and pa.types.is_integer(table.schema.field(c).type):
-                codes[c], names[c] = dense_codes(_ints(table.column(c)), day_names[c])
-            else:
-                codes[c], names[c] = dict_codes(table.column(c))
-        if "owner" not in codes:  # no reference data: an account is its own beneficial owner
-            codes["owner"], names["owner"] = codes["account"], names["account"]
+        codes: dict[str, np.ndarray] = {}
+        names: dict[str, list[str]] = {}
+
+        def coded(c: str) -> None:
+            if c in cols:
+                codes[c], names[c] = _coded(table, c, day_names)
+
+        oid, n_oid = order_id_codes(table.column("order_id"))
+        n = oid.shape[0]
+        coded("instrument")
+        order, n_orders = order_codes(oid, n_oid, codes["instrument"], len(names["instrument"]))
+        del oid
         ts = _ints(table.column("ts"))
-        tord = np.argsort(ts, kind="stable").astype(np.int64)  # ties: input order
-        oid, oid_names = dict_codes(table.column("order_id"))
-        order, n_orders = order_codes(oid, len(oid_names), codes["instrument"],
-                                      len(names["instrument"]))
-        if day is not None:
-            ctx = attach_arrays(ts, tord, codes["symbol"], names["symbol"], day)
-        else:
-            ctx = {c: (_floats(table.column(c)) if c in cols else np.full(n, np.nan))
-                   for c in CONTEXT_COLUMNS}  # fmt: skip
-        if "account_type" not in cols:
-            acct_type = np.full(n, -1, np.int8)
-        elif pa.types.is_integer(table.schema.field("account_type").type):
-            acct_type = _ints(table.column("account_type"), np.int8)
-        else:
-            acct_type = _codes(table.column("account_type"), ("house", "client"))
+        tord = np.argsort(ts, kind="stable")  # ties: input order
+        coded("symbol")
+
+        def context(which: tuple[str, ...]) -> dict[str, np.ndarray]:
+            if day is not None:
+                return attach_arrays(ts, tord, codes["symbol"], names["symbol"], day, which)
+            return {c: (_floats(table.column(c)) if c in cols else np.full(n, np.nan))
+                    for c in which}  # fmt: skip
+
+        # the walk's context now, the rest after it: those then reuse the walk's state
+        ctx = context(WALK_CONTEXT)
         side, event = (_ints(table.column(c), np.int8)
                        if pa.types.is_integer(table.schema.field(c).type)
                        else _codes(table.column(c), values)
@@ -234,28 +316,170 @@ class Batch:
         else:
             w = (np.zeros(0, np.int8), np.zeros(0), np.zeros(0, np.int64), np.zeros(0),
                  np.zeros(0), np.zeros(0), np.zeros(0, np.bool_), np.zeros(0))
+        # the walk's inputs no detector reads go now, before the next columns are read
+        price, side, qty, leaves, exq = (x if f in fields else None for x, f in (
+            (price, "price"), (side, "side"), (qty, "qty"), (leaves, "leaves"),
+            (exq, "exec_qty")))
+        ctx.update(context(tuple(c for c in ctx_columns if c not in WALK_CONTEXT)))
+        ctx = {c: ctx[c] for c in CONTEXT_COLUMNS if c in ctx}  # the usual column order
+        lazy = isinstance(table, LazyColumns)  # codes, provenance: read when needed
+        for c in ("trader", "account", "owner", "source"):
+            if not lazy or c in code_columns:
+                coded(c)
+        if "owner" not in cols and "account" in codes:  # no reference data: an account is
+            codes["owner"], names["owner"] = codes["account"], names["account"]  # its owner
+        if "acct_type" not in fields:
+            acct_type = None
+        elif "account_type" not in cols:
+            acct_type = np.full(n, -1, np.int8)
+        elif pa.types.is_integer(table.schema.field("account_type").type):
+            acct_type = _ints(table.column("account_type"), np.int8)
+        else:
+            acct_type = _codes(table.column("account_type"), ("house", "client"))
+        exec_price = _floats(table.column("exec_price")) if "exec_price" in fields else None
         return cls(ts, tord, side, event, order, n_orders, price, qty, leaves, exq,
-                   _floats(table.column("exec_price")), ctx,
-                   codes, names, acct_type, *w, _provenance(table, "line"),
-                   _provenance(table, "offset"))
+                   exec_price, ctx, codes, names, acct_type, *w,
+                   None if lazy else _provenance(table, "line", n),
+                   None if lazy else _provenance(table, "offset", n),
+                   _source=table if lazy else None, _day_names=day_names)
 
 
-def _provenance(table: pa.Table, name: str) -> np.ndarray:
+def _coded(table: pa.Table | LazyColumns, c: str, day_names: dict[str, list[str]] | None
+           ) -> tuple[np.ndarray, list[str]]:
+    """Partition codes of a string column (spooled: day codes made dense) and their names."""
+    if day_names is not None and pa.types.is_integer(table.schema.field(c).type):
+        return dense_codes(_ints(table.column(c), np.int32), day_names[c])
+    return dict_codes(table.column(c))
+
+
+@dataclass(frozen=True)
+class LazyColumns:
+    """A partition whose columns are read when asked for, each a piece at a time (``read``:
+    a column name → its chunks), so that a task holds the memory-mapped pages of one piece
+    of one column while converting it (``Batch.build``), never its whole partition next to
+    the batch built from it."""
+
+    read: Callable[[str], Iterable[pa.Array]]
+    schema: pa.Schema
+    num_rows: int
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.schema.names
+
+    def column(self, name: str) -> StreamedColumn:
+        return StreamedColumn(self.read, name, self.schema.field(name).type, self.num_rows)
+
+
+@dataclass(frozen=True)
+class StreamedColumn:
+    """One column of a ``LazyColumns``: ``chunks`` reads it afresh, a piece at a time."""
+
+    read: Callable[[str], Iterable[pa.Array]]
+    name: str
+    type: pa.DataType
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def chunks(self) -> Iterable[pa.Array]:
+        return self.read(self.name)
+
+
+@njit(cache=True)
+def _intern(offsets, data, slots):  # pragma: no cover - numba
+    """Dense codes of strings ``data[offsets[r]:offsets[r + 1]]`` in order of first
+    appearance: an open-addressing hash table (``slots``: a power of two, ≥ 2× the rows) of
+    each distinct string's first row, compared byte by byte (no collision can merge ids)."""
+    n = offsets.shape[0] - 1
+    mask = slots.shape[0] - 1
+    first = np.empty(n, np.int64)  # row of each code's first occurrence
+    out = np.empty(n, np.int32)
+    k = 0
+    for r in range(n):
+        a, b = offsets[r], offsets[r + 1]
+        h = np.uint64(14695981039346656037)
+        for q in range(a, b):
+            h = (h ^ np.uint64(data[q])) * np.uint64(1099511628211)
+        s = np.int64(h & np.uint64(mask))
+        while True:
+            c = slots[s]
+            if c < 0:
+                slots[s] = k
+                first[k] = r
+                out[r] = k
+                k += 1
+                break
+            f = first[c]
+            fa, fb = offsets[f], offsets[f + 1]
+            same = fb - fa == b - a
+            if same:
+                for q in range(b - a):
+                    if data[fa + q] != data[a + q]:
+                        same = False
+                        break
+            if same:
+                out[r] = c
+                break
+            s = (s + 1) & mask
+    return out, k
+
+
+def order_id_codes(col) -> tuple[np.ndarray, int]:
+    """Dense int32 codes of the order ids in order of first appearance (what ``dict_codes``
+    gives), and how many there are. Interned here from the string buffers (one copy of the
+    bytes, a table of 4 B per slot): Arrow's ``dictionary_encode`` needs ≈ 60 B per row of
+    hash table and dictionary, which its allocator keeps resident under the batch built next;
+    the ids themselves are not kept (the features need the codes only)."""
+    n = len(col)
+    if not pa.types.is_string(col.type) or (isinstance(col, pa.ChunkedArray | pa.Array)
+                                            and col.null_count):
+        return _arrow_codes(col)
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    parts, at, size = [], 0, 0
+    for c in col.chunks if isinstance(col, pa.ChunkedArray | StreamedColumn) else [col]:
+        if c.null_count:  # pragma: no cover - a spooled order id is never null
+            return _arrow_codes(col)
+        rel = np.frombuffer(c.buffers()[1], np.int32, len(c) + 1, c.offset * 4)
+        offsets[at + 1:at + len(c) + 1] = rel[1:] - rel[0] + size
+        # a copy of the piece's bytes: its pages are released with it
+        parts.append(np.frombuffer(c.buffers()[2], np.uint8, int(rel[-1] - rel[0]),
+                                   int(rel[0])).copy() if len(c) else np.zeros(0, np.uint8))
+        at, size = at + len(c), size + int(rel[-1] - rel[0])
+    data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    del parts
+    slots = np.full(1 << max(int(2 * n - 1).bit_length(), 1), -1, np.int32)
+    return _intern(offsets, data, slots)
+
+
+def _arrow_codes(col) -> tuple[np.ndarray, int]:
+    """``order_id_codes`` by Arrow (nulls → '', any string type)."""
+    if isinstance(col, StreamedColumn | pa.Array):
+        col = pa.chunked_array(list(col.chunks) if isinstance(col, StreamedColumn) else [col],
+                               col.type)
+    enc = pc.dictionary_encode(pc.fill_null(col, "") if col.null_count else col).combine_chunks()
+    return np.asarray(enc.indices.to_numpy(), dtype=np.int32), len(enc.dictionary)
+
+
+def _provenance(table: pa.Table | LazyColumns, name: str, n: int) -> np.ndarray:
     if name not in table.column_names:
-        return np.zeros(table.num_rows, np.int64)
-    return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
+        return np.zeros(n, np.int64)
+    return _ints(table.column(name))
 
 
 def _ints(col, dtype=np.int64) -> np.ndarray:
     if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.int64())
-    return np.asarray(col.to_numpy(), dtype=dtype)
+        return _numpy(col, dtype, pa.int64())
+    return _numpy(col, dtype, col.type)
 
 
 @njit(cache=True)
 def _dense(day_codes, n_day):  # pragma: no cover - numba
     remap = np.full(n_day, -1, np.int64)
-    out = np.empty(day_codes.shape[0], np.int64)
+    out = np.empty(day_codes.shape[0], np.int32)  # half of int64: a partition's codes fit
     seen = np.empty(n_day, np.int64)
     k = 0
     for r in range(day_codes.shape[0]):
@@ -294,8 +518,8 @@ def order_codes(oid: np.ndarray, n_oid: int, inst: np.ndarray, n_inst: int
     The numbering is internal (state arrays), so any bijection gives the same features."""
     if n_inst <= 1 or _order_pairs(oid, max(n_oid, 1), inst):
         return oid, n_oid
-    _, order = np.unique(oid * n_inst + inst, return_inverse=True)
-    order = order.astype(np.int64)
+    _, order = np.unique(oid.astype(np.int64) * n_inst + inst, return_inverse=True)
+    order = order.astype(np.int32)
     return order, (int(order.max()) + 1 if order.size else 0)
 
 
@@ -331,11 +555,43 @@ class Grouping:
         return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
 
 
-def composite(batch: Batch, keys: tuple[str, ...]) -> np.ndarray:
-    """One int64 code per row for a tuple of key columns."""
-    code = np.zeros(batch.ts.shape[0], np.int64)
-    for k in keys:
-        code = code * (len(batch.names[k]) + 1) + batch.codes[k]
+@njit(cache=True)
+def _stable_by_code(tord, k1, k2, w2, span):  # pragma: no cover - numba
+    """``tord`` stably sorted by the key code ``k1 * w2 + k2`` (``k1`` alone when ``w2`` is
+    1; values in ``[0, span)``): a counting sort."""
+    at = np.zeros(span + 1, np.int64)
+    for r in range(k1.shape[0]):
+        at[k1[r] * w2 + (k2[r] if w2 > 1 else 0) + 1] += 1
+    for c in range(span):
+        at[c + 1] += at[c]
+    out = np.empty(tord.shape[0], np.int64)
+    for j in range(tord.shape[0]):
+        r = tord[j]
+        c = k1[r] * w2 + (k2[r] if w2 > 1 else 0)
+        out[at[c]] = r
+        at[c] += 1
+    return out
+
+
+def key_columns(batch: Batch, keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(k1, k2, w2)`` whose per-row ``k1 * w2 + k2`` (``k1`` when ``w2`` is 1) is
+    ``composite(keys)``: the key columns themselves for one or two keys (the kernels combine
+    them per row, without an 8 B per row code array), else the composite code."""
+    if len(keys) == 1:
+        return batch.codes[keys[0]], batch.codes[keys[0]], 1
+    if len(keys) == 2:
+        return batch.codes[keys[0]], batch.codes[keys[1]], len(batch.names[keys[1]]) + 1
+    code = composite(batch, keys)
+    return code, code, 1
+
+
+def composite(batch: Batch, keys: tuple[str, ...], rows: np.ndarray | None = None
+              ) -> np.ndarray:
+    """One int64 code per row (of ``rows``, default all) for a tuple of key columns."""
+    code = np.zeros(batch.ts.shape[0] if rows is None else rows.shape[0], np.int64)
+    for k in keys:  # in place: one array of 8 B per row, no temporaries
+        code *= len(batch.names[k]) + 1
+        code += batch.codes[k] if rows is None else batch.codes[k][rows]
     return code
 
 
@@ -360,7 +616,6 @@ def gap_grouping(batch: Batch, keys: tuple[str, ...], gaps: dict[str, int],
     n = batch.ts.shape[0] if rows is None else rows.shape[0]
     if n == 0:
         return Grouping.empty()
-    code = composite(batch, keys)
     order = batch.key_order(keys)
     if rows is not None:
         keep = np.zeros(batch.ts.shape[0], bool)
@@ -368,13 +623,30 @@ def gap_grouping(batch: Batch, keys: tuple[str, ...], gaps: dict[str, int],
         order = order[keep[order]]
     inst_gap = np.array([gaps.get(name, default_gap_ns) for name in batch.names["instrument"]],
                         dtype=np.int64)
-    gap = inst_gap[batch.codes["instrument"][order]]
-    c, t = code[order], batch.ts[order]
-    boundary = np.empty(n, bool)
-    boundary[0] = True
-    boundary[1:] = (c[1:] != c[:-1]) | (np.diff(t) > gap[1:])
-    starts = np.append(np.flatnonzero(boundary), n).astype(np.int64)
-    return Grouping(order.astype(np.int64), starts, order[starts[:-1]])
+    starts = _gap_starts(order, *key_columns(batch, keys), batch.ts,
+                         batch.codes["instrument"], inst_gap)
+    # the cached key order itself (not a copy): every grouping of these keys shares it
+    order = order.astype(np.int64, copy=False)
+    return Grouping(order, starts, order[starts[:-1]])
+
+
+@njit(cache=True)
+def _gap_starts(order, k1, k2, w2, ts, inst, inst_gap):  # pragma: no cover - numba
+    """Cluster starts along ``order`` (and the end): a key change (``key_columns``), or a
+    pause longer than the gap of the row's instrument. One pass, without a gathered copy of
+    each column."""
+    n = order.shape[0]
+    starts = np.empty(n + 1, np.int64)
+    k = 0
+    for j in range(n):
+        r = order[j]
+        p = order[j - 1] if j else r
+        if j == 0 or k1[r] != k1[p] or (w2 > 1 and k2[r] != k2[p]) or \
+                ts[r] - ts[p] > inst_gap[inst[r]]:
+            starts[k] = j
+            k += 1
+    starts[k] = n
+    return starts[:k + 1].copy()
 
 
 def identity_grouping(clusters: Clusters) -> Grouping:
@@ -409,6 +681,14 @@ class RulesDetector(ABC):
     base_log2_odds: ClassVar[float] = -6.0
     #: the cluster spans several traders (owner or instrument keys): name them all
     multi_trader: ClassVar[bool] = False
+    #: the market context columns the kernel reads: a scoring task joins only those of its
+    #: detectors (each is 8 B per row of the partition)
+    context_columns: ClassVar[tuple[str, ...]] = CONTEXT_COLUMNS
+    #: the ``RELEASABLE`` batch arrays its grouping and kernel read (the rest are dropped
+    #: once no detector still to run on the partition reads them)
+    batch_fields: ClassVar[tuple[str, ...]] = RELEASABLE
+    #: the ``CODE_COLUMNS`` its grouping and kernel read (its cluster keys among them)
+    code_columns: ClassVar[tuple[str, ...]] = CODE_COLUMNS
 
     def group(self, batch: Batch, info: dict[str, InstrumentInfo],
               params: dict[str, Any]) -> Grouping:

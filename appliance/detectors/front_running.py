@@ -176,6 +176,9 @@ class FrontRunning(RulesDetector):
     partition_keys: ClassVar[tuple[str, ...]] = ("instrument",)
     cluster_keys: ClassVar[tuple[str, ...]] = ("instrument",)
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = ("ctx_bid", "ctx_ask", "ctx_tick")
+    batch_fields: ClassVar[tuple[str, ...]] = ("acct_type", "rside", "aggr", "fill", "exec_price")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument", "account")
 
     def group(self, batch: Batch, info, params) -> Grouping:
         client = np.flatnonzero(batch.acct_type == 1)

@@ -152,6 +152,10 @@ class Layering(RulesDetector):
     model_version: ClassVar[str] = "layering-rules-1"
     description: ClassVar[str] = "one-sided ladder kept behind the touch by modifies, unfilled"
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = (
+        "ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_tick", "ctx_ref_mid")
+    batch_fields: ClassVar[tuple[str, ...]] = ("rside", "dq", "oqty", "opx", "dist", "fill")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument")
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if g.count == 0:

@@ -107,6 +107,10 @@ class MarkingTheClose(RulesDetector):
     model_version: ClassVar[str] = "marking_the_close-rules-1"
     description: ClassVar[str] = "aggressive closing-window volume in the direction of exposure"
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = (
+        "ctx_bid", "ctx_ask", "ctx_mid_after", "ctx_tick")
+    batch_fields: ClassVar[tuple[str, ...]] = ("rside", "aggr", "fill")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument")
 
     def group(self, batch: Batch, info, params) -> Grouping:
         n = batch.ts.shape[0]
@@ -114,9 +118,8 @@ class MarkingTheClose(RulesDetector):
             return SessionGrouping(np.zeros(0, np.int64), np.zeros(1, np.int64),
                                    np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
                                    np.zeros(0))
-        code = composite(batch, self.cluster_keys)
         order = batch.key_order(self.cluster_keys)
-        c = code[order]
+        c = composite(batch, self.cluster_keys, order)
         starts = np.append(np.flatnonzero(np.r_[True, c[1:] != c[:-1]]), n).astype(np.int64)
         first = order[starts[:-1]]
         window = int(params.get("window_seconds", 120.0) * 1e9)
@@ -130,7 +133,7 @@ class MarkingTheClose(RulesDetector):
             inf = info.get(inst_names[batch.codes["instrument"][r]])
             wvol.append(inf.volume_between(int(t1) - window, int(t1)) if inf else np.nan)
             dvol.append(inf.day_volume if inf else np.nan)
-        return SessionGrouping(order.astype(np.int64), starts, first, wstart, close,
+        return SessionGrouping(order.astype(np.int64, copy=False), starts, first, wstart, close,
                                np.array(wvol, float), np.array(dvol, float))
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:

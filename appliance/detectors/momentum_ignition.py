@@ -138,6 +138,11 @@ class MomentumIgnition(RulesDetector):
     model_version: ClassVar[str] = "momentum_ignition-rules-1"
     description: ClassVar[str] = "pre-positioned exit, aggressive sweep, exit into the move"
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = (
+        "ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_mid_after", "ctx_tick",
+        "ctx_mkt_vol", "ctx_mkt_buy")
+    batch_fields: ClassVar[tuple[str, ...]] = ("rside", "dq", "opx", "exec_price", "aggr", "fill")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument")
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if g.count == 0:

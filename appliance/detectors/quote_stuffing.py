@@ -92,6 +92,9 @@ class QuoteStuffing(RulesDetector):
     model_version: ClassVar[str] = "quote_stuffing-rules-1"
     description: ClassVar[str] = "message bursts of tiny, unfilled orders away from the touch"
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = ("ctx_mkt_vol",)
+    batch_fields: ClassVar[tuple[str, ...]] = ("oqty", "dist", "life")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument")
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if g.count == 0:

@@ -57,8 +57,11 @@ def _nz(x):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, exec_qty,
+def spoofing_kernel(idx, starts, ckey, ts, side, event, order, n_orders, qty, leaves, exec_qty,
                     trigger_ns, size_multiple):  # pragma: no cover - numba
+    """Cluster ``c`` is rows ``idx[starts[c]:starts[c + 1]]`` (time order) of the columns,
+    ``ckey[c]`` its key code (the resting state carries over between clusters of a key):
+    rows are read in place, not gathered into per-cluster copies of every column."""
     nc = starts.shape[0] - 1
     out = np.full((nc, 22), np.nan)
     o_side = np.full(n_orders, -1, np.int8)
@@ -71,9 +74,9 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
     prev_key = -1
     for c in range(nc):
         a, b = starts[c], starts[c + 1]
-        if key[a] != prev_key:
+        if ckey[c] != prev_key:
             resting[:] = 0.0
-            prev_key = key[a]
+            prev_key = ckey[c]
         n_new = np.zeros(2)
         new_qty = np.zeros(2)
         n_cancel = np.zeros(2)
@@ -93,7 +96,8 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
         trig_lat = np.full(2, np.inf)
         dominant = -1
         switches = 0
-        for i in range(a, b):
+        for j in range(a, b):
+            i = idx[j]
             o = order[i]
             s = side[i]
             if s < 0:
@@ -198,7 +202,7 @@ def spoofing_kernel(starts, key, ts, side, event, order, n_orders, qty, leaves, 
             genuine_size = fill_qty[gen] / n_fill[gen]
         else:
             genuine_size = 0.0
-        duration = (ts[b - 1] - ts[a]) / 1e9
+        duration = (ts[idx[b - 1]] - ts[idx[a]]) / 1e9
         total_new = n_new[0] + n_new[1]
         out[c, 0] = b - a
         out[c, 1] = total_new
@@ -353,14 +357,20 @@ class Spoofing(RulesDetector):
     )
     cluster_keys: ClassVar[tuple[str, ...]] = ("trader", "instrument")
     features: ClassVar[tuple[Feature, ...]] = ALL_FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = (
+        "ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_mid_after", "ctx_tick",
+        "ctx_mkt_vol", "ctx_mkt_buy", "ctx_ref_mid")
+    batch_fields: ClassVar[tuple[str, ...]] = (
+        "side", "qty", "leaves", "exec_qty", "order", "rside", "oqty", "dist", "aggr", "exec_price")
+    code_columns: ClassVar[tuple[str, ...]] = ("trader", "instrument")
 
     def compute(self, clusters: Clusters, inputs: KernelInputs, params=None) -> np.ndarray:
         if clusters.count == 0:
             return np.zeros((0, len(ALL_FEATURES)))
         base = spoofing_kernel(
-            inputs.starts, inputs.key, inputs.ts, inputs.side, inputs.event, inputs.order,
-            inputs.n_orders, inputs.qty, inputs.leaves, inputs.exec_qty,
-            TRIGGER_NS, SIZE_MULTIPLE,
+            np.arange(inputs.ts.shape[0]), inputs.starts, inputs.key[inputs.starts[:-1]],
+            inputs.ts, inputs.side, inputs.event, inputs.order, inputs.n_orders, inputs.qty,
+            inputs.leaves, inputs.exec_qty, TRIGGER_NS, SIZE_MULTIPLE,
         )  # fmt: skip
         batch = Batch.build(clusters.events)
         return self._with_context(base, batch, identity_grouping(clusters))
@@ -368,11 +378,10 @@ class Spoofing(RulesDetector):
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if g.count == 0:
             return np.zeros((0, len(ALL_FEATURES)))
-        i = g.idx
-        key = composite(batch, self.cluster_keys)[i]
-        base = spoofing_kernel(g.starts, key, batch.ts[i], batch.side[i], batch.event[i],
-                               batch.order[i], batch.n_orders, batch.qty[i], batch.leaves[i],
-                               batch.exec_qty[i], TRIGGER_NS, SIZE_MULTIPLE)
+        ckey = composite(batch, self.cluster_keys, g.idx[g.starts[:-1]])
+        base = spoofing_kernel(g.idx, g.starts, ckey, batch.ts, batch.side, batch.event,
+                               batch.order, batch.n_orders, batch.qty, batch.leaves,
+                               batch.exec_qty, TRIGGER_NS, SIZE_MULTIPLE)
         return self._with_context(base, batch, g)
 
     @staticmethod

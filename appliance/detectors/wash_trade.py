@@ -105,6 +105,9 @@ class WashTrade(RulesDetector):
     cluster_keys: ClassVar[tuple[str, ...]] = ("owner", "instrument")
     multi_trader: ClassVar[bool] = True
     features: ClassVar[tuple[Feature, ...]] = FEATURES
+    context_columns: ClassVar[tuple[str, ...]] = ("ctx_tick", "ctx_mkt_vol")
+    batch_fields: ClassVar[tuple[str, ...]] = ("rside", "fill", "exec_price")
+    code_columns: ClassVar[tuple[str, ...]] = ("owner", "instrument", "account")
 
     def kernel(self, batch: Batch, g: Grouping, params) -> np.ndarray:
         if g.count == 0:
