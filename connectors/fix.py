@@ -1499,16 +1499,22 @@ class FixCarry:
         return cls(chains.filter(alive), CARRY_SCHEMA.empty_table(), np.unique(execs),
                    _Pruned().added(chains.filter(pc.invert(alive))))
 
-    def merged(self, delta: pa.Table, prune_before: int | None = None) -> FixCarry:
+    def merged(self, delta: pa.Table, prune_before: int | None = None,
+               _new_execs: np.ndarray | None = None) -> FixCarry:
         """This state updated with a chunk's ``delta``; chains done before ``prune_before``
-        (log time, ns) are pruned (their rows are added to the delta as kind 2 rows)."""
+        (log time, ns) are pruned (their rows are added to the delta as kind 2 rows).
+        ``_new_execs``: the hashes of the delta's ExecIDs when known to be none of ``execs``."""
         kind = delta.column("kind")
         chains = delta.filter(pc.equal(kind, 0))
         stale = pc.is_in(self.table.column("key"),
                          value_set=chains.column("key").combine_chunks())
         table = pa.concat_tables([self.table.filter(pc.invert(stale)), chains])
-        new = _hashes(delta.column("key").filter(pc.equal(kind, 1)))
-        execs = _insert_sorted(self.execs, new)
+        if _new_execs is None:
+            execs = _insert_sorted(self.execs, _hashes(delta.column("key").filter(
+                pc.equal(kind, 1))))
+        else:
+            new = np.unique(_new_execs)
+            execs = np.insert(self.execs, np.searchsorted(self.execs, new), new)
         pruned = self.pruned
         if prune_before is not None and table.num_rows:
             table, dead = _prune(table, prune_before)
@@ -1517,13 +1523,16 @@ class FixCarry:
                 pruned = pruned.added(dead)
         return FixCarry(table, delta, execs, pruned)
 
-    def relevant(self, ids: list[pa.Array], ex17: pa.Array) -> tuple[pa.Table, pa.Array]:
+    def relevant(self, ids: list[pa.Array], ex17: pa.Array,
+                 want: pa.Array | None = None) -> tuple[pa.Table, pa.Array]:
         """The carried rows a chunk with these identifiers can touch (its ids, their chains'
         roots and open cancel requests; a pruned chain's rows restored from ``pruned`` when the
         chunk names one of its keys), and the carried ExecIDs that it repeats (hash lookups:
-        log(carry) per id, not a scan of every ExecID or pruned key)."""
+        log(carry) per id, not a scan of every ExecID or pruned key). ``want``: the distinct
+        ids in order of first occurrence, when the caller has them."""
         t = self.table
-        want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
+        if want is None:
+            want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
         ex = pc.unique(ex17).drop_null()
         seen = ex.filter(pa.array(_in_sorted(self.execs, _hashes(ex))))
         if self.pruned.size and len(want):
@@ -1611,8 +1620,15 @@ def _in_sorted(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
     value, not the carry's size)."""
     if not sorted_.size or not values.size:
         return np.zeros(values.shape[0], bool)
-    at = np.minimum(np.searchsorted(sorted_, values), sorted_.size - 1)
-    return sorted_[at] == values
+    if values.size < 1024:
+        at = np.minimum(np.searchsorted(sorted_, values), sorted_.size - 1)
+        return sorted_[at] == values
+    order = np.argsort(values)  # sorted probes: a cache-friendly search, several times faster
+    probes = values[order]
+    at = np.minimum(np.searchsorted(sorted_, probes), sorted_.size - 1)
+    out = np.empty(values.shape[0], bool)
+    out[order] = sorted_[at] == probes
+    return out
 
 
 def _insert_sorted(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -1702,11 +1718,14 @@ class _Pruned:
         new = {"root": codes[0][sel], "by37": codes[1][sel],
                "req_class": dead.column("req_class").fill_null(0).to_numpy()[sel]
                .astype(np.int8), "chain": chain[sel]}
-        found = _in_sorted(out.hashes, uh)
-        at = np.searchsorted(out.hashes, uh)
+        at = np.searchsorted(out.hashes, uh)  # (uh sorted: one cache-friendly pass)
+        found = (out.hashes[np.minimum(at, out.hashes.size - 1)] == uh if out.hashes.size
+                 else np.zeros(uh.size, bool))
         for name, values in new.items():
-            arr = getattr(out, name).copy()
-            arr[at[found]] = values[found]
+            arr = getattr(out, name)
+            if found.any():  # (np.insert copies: the stored arrays are never changed in place)
+                arr = arr.copy()
+                arr[at[found]] = values[found]
             setattr(out, name, np.insert(arr, at[~found], values[~found]))
         out.hashes = np.insert(out.hashes, at[~found], uh[~found])
         return out
@@ -1714,7 +1733,7 @@ class _Pruned:
     def _intern(self, arrays: list[pa.Array]) -> list[np.ndarray]:
         """Codes of the values of ``arrays`` (-1: null), new strings appended (in place: only
         on the copy ``added`` makes)."""
-        uniq = pc.unique(pa.chunked_array(arrays, pa.string())).drop_null()
+        cols, uniq = _encode(*arrays)  # one hash pass (first-occurrence order, no nulls)
         uh = _hashes(uniq)
         known = _in_sorted(self.vhash, uh)
         ucode = np.empty(len(uniq), np.int32)
@@ -1729,11 +1748,8 @@ class _Pruned:
             at = np.searchsorted(self.vhash, uh[fresh][order])
             self.vhash = np.insert(self.vhash, at, uh[fresh][order])
             self.vcode = np.insert(self.vcode, at, ucode[fresh][order])
-        out = []
-        for arr in arrays:
-            idx = pc.index_in(arr, value_set=uniq).fill_null(-1).to_numpy(zero_copy_only=False)
-            out.append(np.where(idx >= 0, ucode[np.maximum(idx, 0)], -1).astype(np.int32))
-        return out
+        return [np.where(idx >= 0, ucode[np.maximum(idx, 0)], -1).astype(np.int32)
+                for idx in cols]
 
     def _text(self, codes: np.ndarray) -> pa.Array:
         """The interned strings of ``codes`` (null for -1)."""
@@ -1815,20 +1831,32 @@ class _StitchState:
               n: int) -> _StitchState:
         self = cls()
         self.n = n
+        # the chunk's ids encoded once (their dictionary is also ``relevant``'s distinct ids);
+        # the carried keys that are none of them are appended to the dictionary in key order
+        (self.c11, self.c41, self.c37), self.dictionary = _encode(*ids)
         if carry is None:
             rel, seen = CARRY_SCHEMA.empty_table(), pa.array([], pa.string())
         else:
-            rel, seen = carry.relevant(ids, ex17)
+            rel, seen = carry.relevant(ids, ex17, want=self.dictionary)
         self.rel = rel
         v = self.virtual = rel.num_rows
-        keys = rel.column("key").combine_chunks() if v else pa.array([], pa.string())
-        (self.c11, self.c41, self.c37, vkey), self.dictionary = _encode(*ids, keys)
+        vkey = np.zeros(0, np.int64)
+        if v:  # the carried key, root, by37 and cancel_key columns looked up in one pass
+            refs = ("key", "root", "by37", "cancel_key")
+            cols = [rel.column(c).combine_chunks() for c in refs]
+            other = pc.is_null(pc.index_in(cols[0], value_set=self.dictionary))
+            extra = pc.unique(cols[0].filter(other))
+            if len(extra):
+                self.dictionary = pa.concat_arrays([self.dictionary, extra])
+            idx = pc.index_in(pa.chunked_array(cols, pa.string()), value_set=self.dictionary)
+            idx = idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            vkey, *parts = np.split(idx, [v, 2 * v, 3 * v])
+            coded = dict(zip(refs[1:], parts, strict=True))
         (self.c17, seen_codes), self.d17 = _encode(ex17, seen)
         ncodes, n17 = len(self.dictionary), len(self.d17)
 
         def code(col: str) -> np.ndarray:
-            idx = pc.index_in(rel.column(col), value_set=self.dictionary)
-            return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            return coded[col]
 
         def flag(col: str) -> np.ndarray:
             return np.asarray(rel.column(col).fill_null(False).to_numpy(), bool)
@@ -1871,6 +1899,8 @@ class _StitchState:
             self.done[vkey] = rel.column("done_ns").fill_null(NAT).to_numpy()
             self.ghost[vkey] = (self.vroot < 0) & (by37[vkey] < 0) & (req_class > 0)
         seen17[seen_codes] = True
+        self.carried17 = np.zeros(n17, np.bool_)  # ExecIDs already in the carry (``relevant``)
+        self.carried17[seen_codes] = True
         self.arrays = (root, req_msg, req_open, by37, cancel_msg, origin, last, seen17)
         self.row_arrays = (req_msg, cancel_msg, origin, last)
         return self
@@ -1920,12 +1950,10 @@ class _StitchState:
                 done[roots] = np.where(fin, s.key[latest], NAT)
             prune_before = int(s.key.max()) - RETAIN_NS
 
-        none = pa.scalar(None, pa.string())
-
         def name(c: np.ndarray) -> pa.Array:
             if not len(d):
                 return pa.nulls(len(c), pa.string())
-            return pc.if_else(pa.array(c >= 0), d.take(pa.array(np.maximum(c, 0))), none)
+            return d.take(pa.array(c, mask=c < 0))  # a null index: a null
 
         rq = req_msg[codes]
         req_class = np.where(rq >= 0, mclass[np.maximum(rq, 0)], 0).astype(np.int8)
@@ -1934,17 +1962,21 @@ class _StitchState:
         is_f = (cm >= 0) & (mclass[np.maximum(cm, 0)] == M_F)
         cancel_key = np.where(is_f, c11[np.maximum(cm, 0)], -1)
         o, la = origin[codes], last[codes]
-        orow, lrow = np.maximum(o, 0), np.maximum(la, 0)
-        is_req = pa.array(np.isin(mclass[orow], (M_D, M_F, M_G)))
-        trader = pc.coalesce(sp.strings(C_PARTY_TRADER, orow),
-                             pc.if_else(is_req, sp.strings(COL[50], orow),
-                                        sp.strings(COL[57], orow)),
-                             sp.strings(COL[50], orow), sp.strings(COL[116], orow))
-
-        def only(mask: np.ndarray, arr: pa.Array) -> pa.Array:
-            return pc.if_else(pa.array(mask), arr, none)
-
         has_o, has_l = o >= 0, la >= 0
+        # the values are gathered only for the ids that have them (one pass per row set), then
+        # spread to every id by one take with a null-masked index (null where there is none)
+        orow = o[has_o]
+        tp, s50, s57, s116, account, symbol, side = sp.columns(
+            [C_PARTY_TRADER, COL[50], COL[57], COL[116], COL[1], COL[55], COL[54]], orow)
+        is_req = pa.array(np.isin(mclass[orow], (M_D, M_F, M_G)))
+        trader = pc.coalesce(tp, pc.if_else(is_req, s50, s57), s50, s116)
+        price, qty = sp.columns([COL[44], COL[38]], la[has_l])
+        at_o = pa.array(np.cumsum(has_o) - 1, mask=~has_o)
+        at_l = pa.array(np.cumsum(has_l) - 1, mask=~has_l)
+
+        def only(at: pa.Array, arr: pa.Array) -> pa.Array:
+            return arr.take(at)
+
         delta = pa.table({
             "kind": pa.array(np.zeros(m, np.int8)),
             "key": name(codes),
@@ -1955,18 +1987,19 @@ class _StitchState:
             "cancelled": pa.array(cm >= 0),
             "cancel_key": name(cancel_key),
             "origin": pa.array(has_o),
-            "o_trader": only(has_o, trader),
-            "o_account": only(has_o, sp.strings(COL[1], orow)),
-            "o_symbol": only(has_o, sp.strings(COL[55], orow)),
-            "o_side": only(has_o, sp.strings(COL[54], orow)),
+            "o_trader": only(at_o, trader),
+            "o_account": only(at_o, account),
+            "o_symbol": only(at_o, symbol),
+            "o_side": only(at_o, side),
             "last": pa.array(has_l),
-            "l_price": only(has_l, sp.strings(COL[44], lrow)),
-            "l_qty": only(has_l, sp.strings(COL[38], lrow)),
+            "l_price": only(at_l, price),
+            "l_qty": only(at_l, qty),
             "done_ns": pa.array(done[codes], mask=done[codes] == NAT),
         }, schema=CARRY_SCHEMA)  # fmt: skip
-        new17 = seen17 & ~_in_sorted(carry.execs, _hashes(self.d17))
+        new17 = seen17 & ~self.carried17
         execs = _rows(self.d17.filter(pa.array(new17)), kind=1, req_class=0)
-        return carry.merged(pa.concat_tables([delta, execs]), prune_before)
+        return carry.merged(pa.concat_tables([delta, execs]), prune_before,
+                            _new_execs=_hashes(execs.column("key")))
 
 
 @njit(cache=True)
