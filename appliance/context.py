@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from appliance.arrays import distinct
+
 CONTEXT_COLUMNS = ("ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_last",
                    "ctx_mkt_vol", "ctx_mkt_buy", "ctx_mid_after", "ctx_ref_mid", "ctx_tick")
 
@@ -403,7 +405,7 @@ class DayFacts:
             return
         width = len(inst_names) + 1
         pair = sym.astype(np.int64) * width + inst
-        for p in np.unique(pair):
+        for p in distinct(pair):
             self.sym_of[sym_names[p // width]] = inst_names[p % width]
         lo, hi = _span_by_code(ts, inst, len(inst_names))
         for k in np.flatnonzero(hi >= lo):
@@ -414,9 +416,9 @@ class DayFacts:
         triples = pa.table({"s": sym[ok], "i": inst[ok], "p": prices[ok]}).group_by(
             ["s", "i", "p"]).aggregate([])
         s, i, p = (triples.column(c).to_numpy() for c in ("s", "i", "p"))
-        for code in np.unique(s):
+        for code in distinct(s):
             self.sym_prices.setdefault(sym_names[code], set()).update(p[s == code].tolist())
-        for code in np.unique(i):
+        for code in distinct(i):
             self.inst_prices.setdefault(inst_names[code], set()).update(p[i == code].tolist())
 
     def merge(self, other: DayFacts) -> None:

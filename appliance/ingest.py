@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from appliance import reference, store
+from appliance.allocator import keep_freed_memory
 from appliance.clean import CleanContext, apply_steps, etl_version, resends
 from appliance.config import Config
 from appliance.schema import QUARANTINE
@@ -159,6 +160,7 @@ def ingest_files(cfg: Config, con: apsw.Connection, paths: list[Path], fmt: str,
     than ``ingest.inprocess_max_bytes``) the files run concurrently as Ray tasks
     (``_ingest_concurrent``), else one after the other in this process. The results (reports,
     store rows in input order, Parquet files) do not depend on the mode or the chunk size."""
+    keep_freed_memory()
     connector = get_connector(fmt, mapping) if mapping is not None else get_connector(fmt)
     for path in paths:
         if not path.is_file():
@@ -575,6 +577,7 @@ class _Refusal:
 
 def _in_task(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a Ray task, a refusal returned as a ``_Refusal``."""
+    keep_freed_memory()
     try:
         return fn(*args)
     except InputRefused as exc:
@@ -839,6 +842,7 @@ def ingest_range(cfg: Config, con: apsw.Connection, *, data: bytes, path: Path, 
     kept is quarantined as ``duplicate``, and this range's index file is written before the
     store transaction too. ``mapping`` is a vendor source's mapping (else its sidecar applies).
     """
+    keep_freed_memory()
     connector = get_connector(fmt, mapping) if mapping else get_connector(fmt)
     report = FileReport(str(path), fid, fmt, "ingested")
     kwargs = {"carry": carry} if carry is not None else {}

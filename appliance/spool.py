@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from appliance import context
 from appliance.allocator import keep_freed_memory
+from appliance.arrays import distinct
 from appliance.context import InstrumentInfo
 from appliance.schema import EVENTS, SIDES
 
@@ -341,7 +342,7 @@ def _note_symbols(found: dict[tuple[int, int], set[str]], gi: int, buckets: np.n
     span = (int(buckets.max()) + 1) * width if pairs.size else 0
     # a count per (partition, symbol) is linear; sorting is only for a huge symbol range
     present = (np.flatnonzero(np.bincount(pairs, minlength=span)) if span <= 4 * pairs.size
-               else np.unique(pairs))
+               else distinct(pairs))
     for pair in present.tolist():
         found.setdefault((gi, pair // width), set()).add(names[pair % width])
 

@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from appliance.arrays import count_runs, distinct
 from appliance.schema import ORDER_EVENTS, QUARANTINE, TIMESTAMP
 from connectors.base import ReadResult, string_array
 from connectors.lines import raw_slices, utf8_ok
@@ -1225,7 +1226,7 @@ class FixConnector:
                 kept_lines = int(rline[cut]) - 1
                 short = (rs[:cut], re_[:cut], rline[:cut], rstat[:cut], rfield[:cut],
                          vs[:, :cut], vl[:, :cut],
-                         kept_lines - np.unique(rline[:cut]).size)
+                         kept_lines - count_runs(rline[:cut]))
                 result = self._read_scan(buf[: rs[cut]], short, path, source, carry, None)
                 result.consumed = int(rs[cut])  # type: ignore[attr-defined]
                 return result
@@ -1496,7 +1497,7 @@ class FixCarry:
         keep = np.sort(latest.column("__i_max").to_numpy())
         chains = chains.take(pa.array(keep)).drop_columns(["__i"])
         alive = pc.equal(chains.column("kind"), 0)  # not pruned since
-        return cls(chains.filter(alive), CARRY_SCHEMA.empty_table(), np.unique(execs),
+        return cls(chains.filter(alive), CARRY_SCHEMA.empty_table(), distinct(execs),
                    _Pruned().added(chains.filter(pc.invert(alive))))
 
     def merged(self, delta: pa.Table, prune_before: int | None = None,
@@ -1513,7 +1514,7 @@ class FixCarry:
             execs = _insert_sorted(self.execs, _hashes(delta.column("key").filter(
                 pc.equal(kind, 1))))
         else:
-            new = np.unique(_new_execs)
+            new = distinct(_new_execs)
             execs = np.insert(self.execs, np.searchsorted(self.execs, new), new)
         pruned = self.pruned
         if prune_before is not None and table.num_rows:
@@ -1523,18 +1524,18 @@ class FixCarry:
                 pruned = pruned.added(dead)
         return FixCarry(table, delta, execs, pruned)
 
-    def relevant(self, ids: list[pa.Array], ex17: pa.Array,
-                 want: pa.Array | None = None) -> tuple[pa.Table, pa.Array]:
+    def relevant(self, ids: list[pa.Array], execs: pa.Array,
+                 want: pa.Array | None = None) -> tuple[pa.Table, np.ndarray]:
         """The carried rows a chunk with these identifiers can touch (its ids, their chains'
         roots and open cancel requests; a pruned chain's rows restored from ``pruned`` when the
-        chunk names one of its keys), and the carried ExecIDs that it repeats (hash lookups:
-        log(carry) per id, not a scan of every ExecID or pruned key). ``want``: the distinct
-        ids in order of first occurrence, when the caller has them."""
+        chunk names one of its keys), and the positions in ``execs`` (the chunk's distinct
+        ExecIDs, no null) of those already carried (hash lookups: log(carry) per id, not a
+        scan of every ExecID or pruned key). ``want``: the distinct ids in order of first
+        occurrence, when the caller has them."""
         t = self.table
         if want is None:
             want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
-        ex = pc.unique(ex17).drop_null()
-        seen = ex.filter(pa.array(_in_sorted(self.execs, _hashes(ex))))
+        seen = np.flatnonzero(_in_sorted(self.execs, _hashes(execs)))
         if self.pruned.size and len(want):
             t = pa.concat_tables([t, self.pruned.restore(want, t.column("key"))])
         if not t.num_rows:
@@ -1636,7 +1637,7 @@ def _insert_sorted(sorted_: np.ndarray, values: np.ndarray) -> np.ndarray:
     binary search and one copy, not a sort of the whole set per chunk."""
     if not values.size:
         return sorted_
-    values = np.unique(values)
+    values = distinct(values)
     values = values[~_in_sorted(sorted_, values)]
     return np.insert(sorted_, np.searchsorted(sorted_, values), values)
 
@@ -1774,7 +1775,7 @@ class _Pruned:
         keys, pos = self._find(want, alive)
         if not len(keys):
             return CARRY_SCHEMA.empty_table()
-        refs = np.unique(np.concatenate([self.root[pos], self.by37[pos]]))
+        refs = distinct(np.concatenate([self.root[pos], self.by37[pos]]))
         refs = self._text(refs[refs >= 0])
         more, mpos = self._find(pc.filter(refs, pc.invert(pc.is_in(refs, value_set=keys))),
                                 alive)
@@ -1834,10 +1835,11 @@ class _StitchState:
         # the chunk's ids encoded once (their dictionary is also ``relevant``'s distinct ids);
         # the carried keys that are none of them are appended to the dictionary in key order
         (self.c11, self.c41, self.c37), self.dictionary = _encode(*ids)
+        (self.c17,), self.d17 = _encode(ex17)
         if carry is None:
-            rel, seen = CARRY_SCHEMA.empty_table(), pa.array([], pa.string())
+            rel, seen_codes = CARRY_SCHEMA.empty_table(), np.zeros(0, np.int64)
         else:
-            rel, seen = carry.relevant(ids, ex17, want=self.dictionary)
+            rel, seen_codes = carry.relevant(ids, self.d17, want=self.dictionary)
         self.rel = rel
         v = self.virtual = rel.num_rows
         vkey = np.zeros(0, np.int64)
@@ -1852,7 +1854,6 @@ class _StitchState:
             idx = idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             vkey, *parts = np.split(idx, [v, 2 * v, 3 * v])
             coded = dict(zip(refs[1:], parts, strict=True))
-        (self.c17, seen_codes), self.d17 = _encode(ex17, seen)
         ncodes, n17 = len(self.dictionary), len(self.d17)
 
         def code(col: str) -> np.ndarray:

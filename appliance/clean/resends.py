@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from appliance.arrays import distinct
 from appliance.clean import (
     _DUP_KEY,
     STEPS,
@@ -153,7 +154,7 @@ def read_rows(parts: Parts, source: np.ndarray, pos: np.ndarray, columns: list[s
     order = np.lexsort((pos, source))
     s_sorted, p_sorted = source[order], pos[order].astype(np.int64)
     pieces = []
-    for s in np.unique(s_sorted):
+    for s in distinct(s_sorted):
         lo, hi = np.searchsorted(s_sorted, [s, s + 1])
         want = p_sorted[lo:hi]
         base = 0
@@ -270,7 +271,7 @@ class StreamResends:
         new_rows, src_a, pos_a = np.concatenate(new), np.concatenate(src), np.concatenate(pos)
         content = kept.select(list(_DUP_KEY))
         old = read_rows(self._parts, src_a, pos_a, list(_DUP_KEY), content.schema)
-        mine = np.unique(new_rows)
+        mine = distinct(new_rows)
         both = pa.concat_tables([old, content.take(pa.array(mine))])
         dup[mine[later_repeats(both)[old.num_rows:]]] = True
         return dup
