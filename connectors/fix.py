@@ -1066,6 +1066,10 @@ class _Stitched:
     morigin: np.ndarray
     mlast: np.ndarray
     closed_by: np.ndarray
+    #: to stitch again without the rows from some cut on (``FixConnector._restitched``): the
+    #: kernel's inputs, the chain state before it ran, the time order; and the real rows stitched
+    rerun: tuple | None = None
+    rows: int = -1
 
 
 class FixConnector:
@@ -1144,8 +1148,10 @@ class FixConnector:
             return cut
         return n
 
-    def _stitched(self, buf, scan, carry: FixCarry | None, reject) -> _Stitched:
-        """Record verdicts, message classes and the stitched chains (from ``carry``)."""
+    def _stitched(self, buf, scan, carry: FixCarry | None, reject,
+                  rerun: bool = False) -> _Stitched:
+        """Record verdicts, message classes and the stitched chains (from ``carry``); with
+        ``rerun``, what ``_restitched`` needs is kept."""
         rs, re_, rline, rstat, rfield, vs, vl, blanks = scan
         n = int(rs.shape[0])
         # 1. record-level verdicts
@@ -1190,17 +1196,45 @@ class FixConnector:
         args = [ext(ok, False), ext(mclass, state.vclass), ext(et, 0), ext(ignore_et, False),
                 ext(state.c11, state.vkey), ext(state.c41, -1), ext(state.c37, -1),
                 ext(state.c17, -1), ext(np.full(n, -1, np.int64), state.vroot)]
+        before = tuple(a.copy() for a in state.arrays) if rerun else None
+        outs = self._chains(args, state, perm)
+        return _Stitched(sp, ok, mclass, st, state, times, tsbad, key, *outs,
+                         rerun=(args, before, perm) if rerun else None, rows=n)
+
+    @staticmethod
+    def _chains(args: list[np.ndarray], state: _StitchState,
+                perm: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """``_stitch`` over the rows (in time order ``perm``), from ``state``'s chain state
+        (updated in place); per-row outputs and row numbers in file order."""
         if perm is None:
-            outs = _stitch(*args, *state.arrays)
-        else:
-            res = _stitch(*(a[perm] for a in args), *state.arrays)
-            outs = tuple(np.empty_like(x) for x in res)
-            for dst, src in zip(outs, res, strict=True):
-                dst[perm] = src
-            for rows_ in (*outs[3:], *state.row_arrays):  # row numbers back to file order
-                has = rows_ >= 0
-                rows_[has] = perm[rows_[has]]
-        return _Stitched(sp, ok, mclass, st, state, times, tsbad, key, *outs)
+            return _stitch(*args, *state.arrays)
+        res = _stitch(*(a[perm] for a in args), *state.arrays)
+        outs = tuple(np.empty_like(x) for x in res)
+        for dst, src in zip(outs, res, strict=True):
+            dst[perm] = src
+        for rows_ in (*outs[3:], *state.row_arrays):  # row numbers back to file order
+            has = rows_ >= 0
+            rows_[has] = perm[rows_[has]]
+        return outs
+
+    def _restitched(self, s: _Stitched, cut: int) -> _Stitched | None:
+        """``s`` stitched again as if the chunk ended before row ``cut`` (what stitching only
+        those rows gives: a row the kernel skips changes nothing, and the time order of the
+        rows kept is theirs alone), without scanning, encoding or looking up the carry again.
+        The carried rows relevant only to the rows dropped stay as virtual rows: untouched,
+        they go back into the carry as they were. None when the rows kept hold no time while
+        the chunk does (their time key would differ)."""
+        if s.rerun is None or (s.key is not None and not (s.times[:cut] != NAT).any()):
+            return None
+        args, before, perm = s.rerun
+        state = s.state
+        state.arrays = before
+        state.row_arrays = (before[1], before[4], before[5], before[6])
+        ok = s.ok.copy()
+        ok[cut:] = False
+        outs = self._chains([state.extend(ok, False), *args[1:]], state, perm)
+        return _Stitched(s.sp, ok, s.mclass, s.ordstatus, state, s.times, s.tsbad, s.key,
+                         *outs, rows=cut)
 
     def _read_scan(self, buf, scan, path, source, carry, tail_limit,
                    reorder_ns: int = REORDER_NS) -> ReadResult:
@@ -1219,17 +1253,27 @@ class FixConnector:
                 q_field.append(field)
                 q_step.append(step)
 
-        s = self._stitched(buf, scan, carry, reject)
-        if carry is not None and tail_limit is not None and n:
+        cuttable = carry is not None and tail_limit is not None and n > 0
+        s = self._stitched(buf, scan, carry, reject, rerun=cuttable)
+        consumed = int(buf.shape[0])
+        if cuttable:
             cut = self._cut(buf, scan, s, tail_limit, reorder_ns)
             if 0 < cut < n:
                 kept_lines = int(rline[cut]) - 1
-                short = (rs[:cut], re_[:cut], rline[:cut], rstat[:cut], rfield[:cut],
-                         vs[:, :cut], vl[:, :cut],
-                         kept_lines - count_runs(rline[:cut]))
-                result = self._read_scan(buf[: rs[cut]], short, path, source, carry, None)
-                result.consumed = int(rs[cut])  # type: ignore[attr-defined]
-                return result
+                blanks = kept_lines - count_runs(rline[:cut])
+                again = self._restitched(s, cut)
+                if again is None:
+                    short = (rs[:cut], re_[:cut], rline[:cut], rstat[:cut], rfield[:cut],
+                             vs[:, :cut], vl[:, :cut], blanks)
+                    result = self._read_scan(buf[: rs[cut]], short, path, source, carry, None)
+                    result.consumed = int(rs[cut])  # type: ignore[attr-defined]
+                    return result
+                s, n, consumed = again, cut, int(rs[cut])
+                kept = [(i[i < cut], r, f, st) for i, r, f, st in
+                        zip(q_idx, q_reason, q_field, q_step, strict=True)]
+                kept = [k for k in kept if k[0].size]
+                q_idx[:], q_reason[:], q_field[:], q_step[:] = (
+                    [k[j] for k in kept] for j in range(4))
         sp, ok, mclass, state, times, tsbad = s.sp, s.ok, s.mclass, s.state, s.times, s.tsbad
         ext = state.extend
         action, bad_field, mroot, link, morigin, mlast = (s.action, s.bad_field, s.mroot, s.link,
@@ -1245,7 +1289,7 @@ class FixConnector:
                 sel = np.flatnonzero((action == act) & (bad_field == tag))
                 why = "missing_value" if (act == A_BADTOKEN and tag == 11) else reason
                 reject(sel, why, str(int(tag)), step)
-        ignored = int(blanks) + int(np.isin(action[ok], (A_IGNORE, A_STITCHED)).sum())
+        ignored = int(blanks) + int(np.isin(action[ok[:n]], (A_IGNORE, A_STITCHED)).sum())
 
         # 4. convert event rows
         full_class = ext(mclass, state.vclass)
@@ -1262,7 +1306,7 @@ class FixConnector:
             reasons=reasons,
         )  # fmt: skip
         result.extras = extras_table  # type: ignore[attr-defined]
-        result.consumed = int(buf.shape[0])  # type: ignore[attr-defined]
+        result.consumed = consumed  # type: ignore[attr-defined]
         if carry is not None:
             result.carry = state.carry_out(carry, sp, full_class, s)  # type: ignore[attr-defined]
         result.check_balance()
@@ -1949,7 +1993,7 @@ class _StitchState:
                 latest = rev[first]  # each chain's latest report
                 fin = np.isin(s.ordstatus[latest], _DONE_STATUS)
                 done[roots] = np.where(fin, s.key[latest], NAT)
-            prune_before = int(s.key.max()) - RETAIN_NS
+            prune_before = int(s.key[: s.rows].max()) - RETAIN_NS
 
         def name(c: np.ndarray) -> pa.Array:
             if not len(d):
