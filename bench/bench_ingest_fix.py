@@ -1,6 +1,7 @@
 """Parse + clean throughput of the FIX tag=value connector on the simulator's data, one core.
 
     .venv/bin/python -m bench.bench_ingest_fix [--minutes M] [--seed S] [--profile]
+                                               [--chunk-mb MB]
 
 The simulator renders its demo day (``SimConfig.demo``, 30 simulated minutes: ~300k FIX 4.4
 ExecutionReports, SOH, QuickFIX file-log lines) once; the day is cached under /tmp (the render is
@@ -9,7 +10,11 @@ events as canonical CSV (``clean/orders.csv``, used by ``bench_ingest_csv --sim`
 ``connectors.fix`` and ``appliance.clean.apply_steps`` (with the day's reference data) in CPU
 seconds of this process, with the load average; one JSON line per result. ``--profile`` prints
 where the parse time goes (cProfile on CPU time, by own time, with the load average: the machine
-is shared, and wall time under load says little).
+is shared, and wall time under load says little). ``--chunk-mb MB`` also times the file read as
+chunked ingest reads a file larger than ``ingest.chunk_bytes``: chunks of complete lines, each
+read with the previous one's ``FixCarry`` and a held-back tail (``tail_limit``: half a chunk),
+each cleaned (parse + clean per chunk; no Parquet, no store). The process keeps freed heap as
+ingest does (``appliance.allocator``).
 """
 
 from __future__ import annotations
@@ -56,14 +61,46 @@ def sim_reference(day: Path) -> tuple[pa.Table, pa.Table]:
             read("symbology.csv", ["symbol", "instrument", "valid_from", "valid_to"]))
 
 
+def chunked(path: Path, chunk: int, conn, ctx) -> tuple[int, int, int]:
+    """Parse and clean ``path`` as chunked ingest does (``appliance.ingest._stateful_pass``
+    without its Parquet parts): (records, events kept, chunks)."""
+    import tempfile
+
+    from appliance.clean import apply_steps
+    from appliance.ingest import carry_class, read_range
+    from appliance.tee import _Plain, complete_lines
+
+    size, carry, start, line, rows, kept, k = path.stat().st_size, carry_class("fix").empty(), \
+        0, 1, 0, 0, 0
+    reader = _Plain(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        while (data := complete_lines(reader, start, chunk, at_eof=True)) is not None:
+            last = start + len(data) >= size
+            extra = {} if last else {"tail_limit": chunk // 2}
+            result = read_range(conn, data, path=path, fid="bench", start=start,
+                                first_line=line, preamble=None, tmp_dir=Path(tmp),
+                                carry=carry, **extra)
+            kept += apply_steps(result.events, "orders", ctx)[0].num_rows
+            carry, used = result.carry, result.consumed
+            line += data[:used].count(b"\n")
+            rows, start, k = rows + result.rows, start + used, k + 1
+    reader.close()
+    return rows, kept, k
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the parse profile")
+    parser.add_argument("--chunk-mb", type=float, default=0.0,
+                        help="also time chunked reads of this many MiB (parse + clean)")
     args = parser.parse_args()
     one_core()
+    from appliance.allocator import keep_freed_memory
+
+    keep_freed_memory()
     from appliance.clean import CleanContext, apply_steps
     from connectors import get_connector
 
@@ -86,6 +123,13 @@ def main() -> None:
            wall_s=round(clean_wall, 4), kept=kept.num_rows)
     report("fix parse + clean", result.rows, cpu + clean_cpu, wall_s=round(wall + clean_wall, 4),
            kept=kept.num_rows)
+    if args.chunk_mb:
+        chunk = int(args.chunk_mb * 2**20)
+        chunked(path, chunk, conn, ctx)  # the same warm-up as the whole file's
+        cpu, wall, (rows, kept, chunks) = cpu_timed(lambda: chunked(path, chunk, conn, ctx),
+                                                    args.repeat)
+        report(f"fix parse + clean, {args.chunk_mb:g} MiB chunks", rows, cpu,
+               wall_s=round(wall, 4), kept=kept, chunks=chunks)
     if args.profile:
         prof = cProfile.Profile(time.process_time)
         prof.enable()
