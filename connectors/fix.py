@@ -1004,65 +1004,6 @@ class _Spans:
         return self.columns([col], rows)[0]
 
 
-@njit(cache=True)
-def _intern_spans(buf, rs, vs, vl, cols, slots):  # pragma: no cover - numba
-    """Joint dense codes of the values of columns ``cols`` of every record (column by column,
-    then row by row: what ``_encode`` of the gathered columns gives), -1 where absent, from the
-    bytes in place: an open-addressing table (``slots``: a power of two, at least twice the
-    values) of each distinct value's first span, compared byte by byte. Also each code's
-    first span (start, length)."""
-    k, n = cols.shape[0], rs.shape[0]
-    codes = np.full((k, n), -1, np.int64)
-    first_at = np.empty(k * n, np.int64)
-    first_len = np.empty(k * n, np.int64)
-    mask = slots.shape[0] - 1
-    m = 0
-    for j in range(k):
-        c = cols[j]
-        for r in range(n):
-            rel = vs[c, r]
-            if rel < 0:
-                continue
-            a = rs[r] + rel
-            length = np.int64(vl[c, r])
-            h = np.uint64(14695981039346656037)
-            for q in range(a, a + length):
-                h = (h ^ np.uint64(buf[q])) * np.uint64(1099511628211)
-            h ^= h >> np.uint64(33)
-            s = np.int64(h & np.uint64(mask))
-            while True:
-                e = slots[s]
-                if e < 0:
-                    slots[s] = m
-                    first_at[m] = a
-                    first_len[m] = length
-                    codes[j, r] = m
-                    m += 1
-                    break
-                if first_len[e] == length:
-                    b = first_at[e]
-                    same = True
-                    for q in range(length):
-                        if buf[b + q] != buf[a + q]:
-                            same = False
-                            break
-                    if same:
-                        codes[j, r] = e
-                        break
-                s = (s + 1) & mask
-    return codes, first_at[:m], first_len[:m]
-
-
-def _encode_spans(sp: _Spans, cols: list[int], rows: int) -> tuple[list[np.ndarray], pa.Array]:
-    """``_encode`` of columns ``cols`` of the first ``rows`` records, without gathering the
-    values: (codes per column, the dictionary of distinct values in order of first
-    occurrence)."""
-    vs, vl, rs = sp.vs[:, :rows], sp.vl[:, :rows], sp.rs[:rows]
-    slots = np.full(1 << max(int(2 * len(cols) * rows).bit_length(), 1), -1, np.int32)
-    codes, at, length = _intern_spans(sp.buf, rs, vs, vl, np.asarray(cols, np.int64), slots)
-    return list(codes), _string_arrays(sp.buf, at[None, :], length[None, :])[0]
-
-
 def _encode(*arrays: pa.Array) -> tuple[list[np.ndarray], pa.Array]:
     """Jointly dictionary-encode string arrays: codes (-1 for null) and the dictionary."""
     if not arrays or sum(len(a) for a in arrays) == 0:
@@ -1219,6 +1160,7 @@ class FixConnector:
                 sel = np.flatnonzero((rstat == code) & (rfield == tag))
                 reject(sel, reason, str(int(tag)) if tag else None, "fix:parse")
         sp = _Spans(buf, rs, vs, vl)
+        allrows = np.arange(n)
         ok = rstat == OK
         c35 = COL[35]
         mt, et, st, etrans = _byte_codes(buf, rs, vs, vl, _CODE_COLS)
@@ -1239,8 +1181,8 @@ class FixConnector:
         ignore_et = (etrans != 0) & (etrans != ord("0"))
 
         # 3. identifiers and stitching (from the carried state of earlier chunks, if any)
-        state = _StitchState.build(_encode_spans(sp, [COL[11], COL[41], COL[37]], n),
-                                   _encode_spans(sp, [COL[17]], n), carry, n)
+        *ids, ex17 = sp.columns([COL[11], COL[41], COL[37], COL[17]], allrows)
+        state = _StitchState.build(ids, ex17, carry, n)
         # stitched in time order: a log written out of order (a report before the acknowledgement
         # it follows) must not orphan the later message; file order among equal times
         times, tsbad = _times(buf, rs, vs, vl, n)
@@ -1626,14 +1568,17 @@ class FixCarry:
                 pruned = pruned.added(dead)
         return FixCarry(table, delta, execs, pruned)
 
-    def relevant(self, want: pa.Array, execs: pa.Array) -> tuple[pa.Table, np.ndarray]:
+    def relevant(self, ids: list[pa.Array], execs: pa.Array,
+                 want: pa.Array | None = None) -> tuple[pa.Table, np.ndarray]:
         """The carried rows a chunk with these identifiers can touch (its ids, their chains'
         roots and open cancel requests; a pruned chain's rows restored from ``pruned`` when the
         chunk names one of its keys), and the positions in ``execs`` (the chunk's distinct
         ExecIDs, no null) of those already carried (hash lookups: log(carry) per id, not a
-        scan of every ExecID or pruned key). ``want``: the chunk's distinct ids (ClOrdID,
-        OrigClOrdID, OrderID) in order of first occurrence."""
+        scan of every ExecID or pruned key). ``want``: the distinct ids in order of first
+        occurrence, when the caller has them."""
         t = self.table
+        if want is None:
+            want = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()).drop_null()
         seen = np.flatnonzero(_in_sorted(self.execs, _hashes(execs)))
         if self.pruned.size and len(want):
             t = pa.concat_tables([t, self.pruned.restore(want, t.column("key"))])
@@ -1927,19 +1872,18 @@ class _StitchState:
         self.virtual = 0
 
     @classmethod
-    def build(cls, ids: tuple[list[np.ndarray], pa.Array],
-              execs: tuple[list[np.ndarray], pa.Array], carry: FixCarry | None,
+    def build(cls, ids: list[pa.Array], ex17: pa.Array, carry: FixCarry | None,
               n: int) -> _StitchState:
         self = cls()
         self.n = n
         # the chunk's ids encoded once (their dictionary is also ``relevant``'s distinct ids);
         # the carried keys that are none of them are appended to the dictionary in key order
-        (self.c11, self.c41, self.c37), self.dictionary = ids
-        (self.c17,), self.d17 = execs
+        (self.c11, self.c41, self.c37), self.dictionary = _encode(*ids)
+        (self.c17,), self.d17 = _encode(ex17)
         if carry is None:
             rel, seen_codes = CARRY_SCHEMA.empty_table(), np.zeros(0, np.int64)
         else:
-            rel, seen_codes = carry.relevant(self.dictionary, self.d17)
+            rel, seen_codes = carry.relevant(ids, self.d17, want=self.dictionary)
         self.rel = rel
         v = self.virtual = rel.num_rows
         vkey = np.zeros(0, np.int64)
