@@ -334,6 +334,39 @@ def test_reordered_pairs_across_every_chunk_boundary(tmp_path):
     assert any(read_split(path, [b], tail=False) != want for b in nls[1:])
 
 
+def test_cut_chunks_stitched_again_equal_the_whole_file_with_and_without_times(
+        tmp_path, monkeypatch):
+    """A chunk that holds back a tail stitches its kept rows again from the chain state saved
+    before its first stitch (``_restitched``), or, when the kept rows hold no time while the
+    chunk does, re-reads them (their time key differs): both give the whole file's rows at
+    every boundary, and both paths are taken here."""
+    taken = {"again": 0, "reread": 0}
+    restitched = FixConnector._restitched
+
+    def counting(self, s, cut):
+        again = restitched(self, s, cut)
+        taken["again" if again is not None else "reread"] += 1
+        return again
+
+    monkeypatch.setattr(FixConnector, "_restitched", counting)
+    untimed = [  # raw messages without a log time, 52 or 60: stitched, then quarantined
+        fix([(35, "D"), (34, "90"), *FIRM, (11, "U1"), (38, "5"), (40, "2"), (44, "98"),
+             (54, "2"), (55, "ESH4")]),
+        fix([(35, "8"), (34, "91"), *EXCH, (11, "U1"), (17, "EU1"), (37, "XU1"), (38, "5"),
+             (39, "0"), (44, "98"), (54, "2"), (55, "ESH4"), (150, "0"), (151, "5")]),
+    ]  # fmt: skip
+    path = tmp_path / "mixed.log"
+    timed = reordered_log().split(b"\n", 1)[1]  # (from its first order: no logon)
+    path.write_bytes(("\n".join(untimed) + "\n").encode() + timed)
+    want = whole(path)
+    assert [q["reason"] for q in want[1]] == ["missing_value"]  # the untimed NEW, once
+    data = path.read_bytes()
+    nls = [i + 1 for i, c in enumerate(data[:-1]) if c == 10]
+    for b in nls[1:]:
+        assert read_split(path, [b]) == want, b
+    assert taken["again"] and taken["reread"]
+
+
 def test_late_refusal_of_a_committed_request_is_quarantined(tmp_path):
     """A 35=9 arriving in a later range than the cancel request it refuses (no hold-back, or
     beyond its limits): the request's CANCEL was committed and stands (the store is
