@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from appliance.arrays import distinct
+from appliance.arrays import distinct, stable_order
 
 CONTEXT_COLUMNS = ("ctx_bid", "ctx_ask", "ctx_bid_size", "ctx_ask_size", "ctx_last",
                    "ctx_mkt_vol", "ctx_mkt_buy", "ctx_mid_after", "ctx_ref_mid", "ctx_tick")
@@ -226,7 +226,7 @@ def tapes(market: pa.Table | None) -> Tapes:
         return {}
     sym = pc.dictionary_encode(market.column("symbol")).combine_chunks()
     codes = sym.indices.to_numpy()
-    by_symbol = np.argsort(codes, kind="stable")  # one pass, not a scan per symbol
+    by_symbol = stable_order(codes)  # one pass, not a scan per symbol
     bounds = np.searchsorted(codes[by_symbol], np.arange(len(sym.dictionary) + 1))
     ordered = market.take(pa.array(by_symbol))
     return {name: _Tape(ordered.slice(bounds[k], bounds[k + 1] - bounds[k]))
@@ -361,7 +361,7 @@ def attach_arrays(ts: np.ndarray, tord: np.ndarray, sym: np.ndarray, sym_names: 
     if "ctx_tick" in cols or any(c in cols for c in CONTEXT_COLUMNS[:-2]):
         # rows grouped by symbol, time order kept (int32 positions: half the memory)
         ordered_sym = sym[tord]
-        by_sym = np.argsort(ordered_sym, kind="stable").astype(np.int32)
+        by_sym = stable_order(ordered_sym).astype(np.int32)
         bounds = np.searchsorted(ordered_sym[by_sym], np.arange(len(sym_names) + 1))
         del ordered_sym
         for k, name in enumerate(sym_names):

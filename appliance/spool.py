@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from appliance import context
 from appliance.allocator import keep_freed_memory
-from appliance.arrays import distinct
+from appliance.arrays import distinct, stable_order
 from appliance.context import InstrumentInfo
 from appliance.schema import EVENTS, SIDES
 
@@ -200,6 +200,32 @@ def plan_partitions(counts: dict[str, int], n: int, group_keys: list[tuple[str, 
     return plans
 
 
+def _by_instrument(plan: GroupPlan) -> bool:
+    """Whether the plan places a row by its instrument alone (every row of an instrument in one
+    partition): one partition, or keyed by the instrument with none split."""
+    return plan.n <= 1 or ("instrument" in plan.keys
+                           and all(len(s) == 1 for s in plan.slots.values()))
+
+
+def same_placement(groups: dict[tuple[str, ...], list[str]], plans: list[GroupPlan]
+                   ) -> tuple[dict[tuple[str, ...], list[str]], list[GroupPlan]]:
+    """Detector groups whose plans put every row in the same partition, merged: their
+    partitions are spooled once and scored by one task, which prepares the rows once for all
+    their detectors (a day whose instruments each fit in a partition, the usual case, is
+    spooled and prepared once instead of once per group). The first group's keys name the
+    merged group."""
+    merged: list[tuple[GroupPlan, list[str]]] = []
+    for plan, names in zip(plans, groups.values(), strict=True):
+        for other, others in merged:
+            if (_by_instrument(plan) and _by_instrument(other) and plan.n == other.n
+                    and plan.slots == other.slots):
+                others.extend(names)
+                break
+        else:
+            merged.append((plan, list(names)))
+    return {p.keys: names for p, names in merged}, [p for p, _ in merged]
+
+
 # ------------------------------------------------------------------------------ map stage
 
 #: one unit of map input: (Parquet path, row group) — or the whole in-memory table
@@ -225,7 +251,7 @@ def _small_codes(col, values) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         per_value = _small_codes(arr.dictionary, values)
         return pc.fill_null(pc.take(per_value, arr.indices), -1)
-    idx = pc.fill_null(pc.index_in(arr, value_set=pa.array(values)), -1)
+    idx = pc.fill_null(pc.index_in(arr, value_set=pa.array(values, pa.string())), -1)
     return pc.cast(idx, pa.int8())
 
 
@@ -428,7 +454,7 @@ def spool_market_map(source: pa.Table | Sequence[Unit], out_dir: str, index: int
         counts = np.bincount(codes, minlength=len(names) + 1)
         # without schema metadata: one map's files may differ in it, its IPC file may not
         rows = pa.Table.from_batches([rb]).drop_columns(["symbol"]).replace_schema_metadata()
-        ordered = rows.take(pa.array(np.argsort(codes, kind="stable")))
+        ordered = rows.take(pa.array(stable_order(codes)))
         if writer is None:
             writer = pa.ipc.new_file(result.file, ordered.schema)
         at = 0
@@ -651,6 +677,7 @@ def spool_day(orders: pa.Table | list[Path], market: pa.Table | Sequence[Path] |
     build each symbol's tape from its pieces, run by ``runner`` (default: ``local_runner``)."""
     plans = plan_partitions(instrument_rows(orders), n, list(groups)) if n > 1 else [
         GroupPlan(keys, 1, {}) for keys in groups]
+    groups, plans = same_placement(groups, plans)
     jobs = [(src, accounts, plans, str(spool), m, batch_rows)
             for m, src in enumerate(map_ranges(orders, maps))]
     market_jobs = [(src, str(spool), m, batch_rows)

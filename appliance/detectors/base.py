@@ -54,7 +54,7 @@ class Detector(Protocol):
 
 
 def _codes(col: pa.ChunkedArray, values: tuple[str, ...]) -> np.ndarray:
-    idx = pc.index_in(col, value_set=pa.array(values))
+    idx = pc.index_in(col, value_set=pa.array(values, pa.string()))
     return np.asarray(pc.fill_null(idx, -1).to_numpy(), dtype=np.int8)
 
 

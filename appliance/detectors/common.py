@@ -34,7 +34,7 @@ AGGRESSIVE_FILL_NS = 1_000_000
 
 
 def _codes(col, values) -> np.ndarray:
-    idx = pc.index_in(col, value_set=pa.array(values))
+    idx = pc.index_in(col, value_set=pa.array(values, pa.string()))
     return np.asarray(pc.fill_null(idx, -1).to_numpy(), dtype=np.int8)
 
 

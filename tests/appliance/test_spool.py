@@ -84,14 +84,27 @@ def test_every_row_lands_in_exactly_one_partition_per_group(day_files, tmp_path)
         assert sorted(lines.tolist()) == list(range(2, rows + 2))
 
 
-def test_an_empty_day_gives_one_empty_task_per_group(tmp_path, day_files):
+def test_an_empty_day_gives_every_detector_one_empty_task(tmp_path, day_files):
     paths, _ = day_files
     empty = tmp_path / "empty.parquet"
     pq.write_table(pq.read_table(paths[0]).slice(0, 0), empty)
     sd = _spooled([empty], tmp_path / "s", 4)
-    groups = pipeline.partition_groups(list(REGISTRY))
-    assert sd.events == 0 and len(sd.tasks) == len(groups)
+    assert sd.events == 0
+    assert sorted(d for _, names, _ in sd.tasks for d in names) == sorted(REGISTRY)
     assert all(spool.read_partition(p, sd.shared.remaps).num_rows == 0 for p, _, _ in sd.tasks)
+
+
+def test_groups_placed_alike_are_merged_and_a_split_group_stays_apart():
+    keys = [("trader", "instrument"), ("owner", "instrument"), ("instrument",)]
+    groups = {k: [f"d{i}"] for i, k in enumerate(keys)}
+    light = spool.plan_partitions({"ES": 50, "NQ": 40, "CL": 30}, 2, keys)
+    merged, plans = spool.same_placement(groups, light)
+    assert merged == {keys[0]: ["d0", "d1", "d2"]} and plans == light[:1]
+    heavy = spool.plan_partitions({"ES": 900, "NQ": 60, "CL": 30}, 4, keys)  # ES split in two
+    merged, plans = spool.same_placement(groups, heavy)
+    assert merged == {keys[0]: ["d0"], keys[1]: ["d1"], keys[2]: ["d2"]} and plans == heavy
+    one = [spool.GroupPlan(k, 1, {}) for k in keys]
+    assert spool.same_placement(groups, one)[0] == {keys[0]: ["d0", "d1", "d2"]}
 
 
 def test_plan_packs_instruments_and_splits_only_heavy_ones_in_splittable_groups():
