@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from appliance import context, store
 from appliance.allocator import keep_freed_memory
+from appliance.arrays import distinct
 from appliance.clean import etl_version
 from appliance.config import Config
 from appliance.context import InstrumentInfo
@@ -135,6 +136,18 @@ def _names(batch: Batch, column: str, rows: np.ndarray) -> list[str | None]:
     return [values[c] or None for c in batch.codes[column][rows].tolist()]
 
 
+def _joined_all(batch: Batch, column: str, g: Grouping) -> list[str | None]:
+    """``_joined`` of every cluster of ``g``, from one sort of (cluster, code) pairs."""
+    values = batch.names[column]
+    width = len(values) + 1  # codes shifted by one: a -1 stays in its cluster
+    cluster = np.repeat(np.arange(g.count, dtype=np.int64), g.sizes())
+    pairs = distinct(cluster * width + batch.codes[column][g.idx] + 1)
+    found: list[set[str]] = [set() for _ in range(g.count)]
+    for c, code in zip((pairs // width).tolist(), (pairs % width - 1).tolist(), strict=True):
+        found[c].add(values[code])
+    return [";".join(sorted(names - {""})) or None for names in found]
+
+
 def _joined(batch: Batch, column: str, rows: np.ndarray) -> str | None:
     values = batch.names[column]
     found = sorted({values[int(c)] for c in np.unique(batch.codes[column][rows])} - {""})
@@ -210,16 +223,16 @@ def _clusters_table(det, batch: Batch, g: Grouping, matrix: np.ndarray, scores: 
     explanation: list[str | None] = [None] * n
     crumbs: list[str | None] = [None] * n
     accounts: list[str | None] = [None] * n
-    traders = _names(batch, "trader", g.name_row)
-    flagged = np.flatnonzero(scores.score >= floor).tolist()
-    for c in range(n) if det.multi_trader else flagged:
+    traders = _joined_all(batch, "trader", g) if det.multi_trader else \
+        _names(batch, "trader", g.name_row)
+    flagged = np.flatnonzero(scores.score >= floor)
+    reasons = (det.explain_rows(matrix[flagged]) if hasattr(det, "explain_rows")
+               else [det.explain(matrix[c]) for c in flagged])
+    for c, why in zip(flagged.tolist(), reasons, strict=True):
         rows = g.rows(c)
-        if det.multi_trader:
-            traders[c] = _joined(batch, "trader", rows)
-        if scores.score[c] >= floor:
-            explanation[c] = json.dumps(det.explain(matrix[c]))
-            crumbs[c] = json.dumps(_breadcrumbs(batch, rows))
-            accounts[c] = _joined(batch, "account", rows)
+        explanation[c] = json.dumps(why)
+        crumbs[c] = json.dumps(_breadcrumbs(batch, rows))
+        accounts[c] = _joined(batch, "account", rows)
     parts = [[v or "" for v in _names(batch, k, g.name_row)] for k in det.cluster_keys]
     key = ["\x1f".join(vs) for vs in zip(*parts, strict=True)] if parts else [""] * n
     cols: dict[str, Any] = {

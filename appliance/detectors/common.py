@@ -722,12 +722,19 @@ class RulesDetector(ABC):
                       log2_odds)
 
     def explain(self, row: np.ndarray) -> list[str]:
-        v = {f.name: float(row[i]) for i, f in enumerate(self.features)}
-        fired = [bool(mask[0]) for mask, _ in self.rules(row[None, :])]
-        texts = self.reasons(v)
-        return [t for t, f in zip(texts, fired, strict=True) if f] or [
-            f"no {self.name.replace('_', ' ')} rule fired: cluster scored at the floor"
-        ]
+        return self.explain_rows(row[None, :])[0]
+
+    def explain_rows(self, m: np.ndarray) -> list[list[str]]:
+        """``explain`` of each row of ``m``, the rules evaluated once for all of them (they
+        are row by row)."""
+        fired = [np.asarray(mask, bool) for mask, _ in self.rules(m)]
+        names = [f.name for f in self.features]
+        out = []
+        for i, row in enumerate(m.tolist()):
+            texts = self.reasons(dict(zip(names, row, strict=True)))
+            out.append([t for t, f in zip(texts, fired, strict=True) if f[i]] or [
+                f"no {self.name.replace('_', ' ')} rule fired: cluster scored at the floor"])
+        return out
 
 
 def col(m: np.ndarray, features: tuple[Feature, ...], name: str, nan: float = 0.0) -> np.ndarray:
