@@ -131,8 +131,13 @@ class _Tape:
         self.cum_vol = np.cumsum(size)
         self.cum_buy = np.cumsum(np.where(buy, size, 0.0))
         self.last = _ffill(last)
-        self.mid = (self.bid + self.ask) / 2
         self.tick = tick_size(np.concatenate((bid, ask)))
+
+    @property
+    def mid(self) -> np.ndarray:
+        """Mid quote per row, computed when asked (the joins compute it per row: a tape keeps
+        8 arrays, not 9)."""
+        return (self.bid + self.ask) / 2
 
     def before(self, t: np.ndarray) -> np.ndarray:
         """Index of the last market row strictly before each t (-1: none)."""
@@ -279,7 +284,7 @@ def tape_volume_at(market: Tapes, symbol: str, t: int) -> float:
 
 
 @njit(cache=True)
-def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, cum_buy, mid,
+def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, cum_buy,
                after_ns, o_bid, o_ask, o_bid_size, o_ask_size, o_last, o_vol, o_buy,
                o_after):  # pragma: no cover - numba
     """As-of join of ``rows`` (time order) to one symbol's tape as a linear merge: the last tape
@@ -298,7 +303,7 @@ def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, c
             while j < m and tape_ts[j] <= t + after_ns:
                 j += 1
             if j > 0:
-                o_after[k] = mid[j - 1]
+                o_after[k] = (bid[j - 1] + ask[j - 1]) / 2  # the mid
         if i > 0:
             p = i - 1
             if o_bid.size:
@@ -323,7 +328,7 @@ def _asof_fill(rows, ts, tape_ts, bid, ask, bid_size, ask_size, last, cum_vol, c
 
 
 @njit(cache=True)
-def _asof_mid(rows, ts, tape_ts, mid, out):  # pragma: no cover - numba
+def _asof_mid(rows, ts, tape_ts, bid, ask, out):  # pragma: no cover - numba
     m = tape_ts.shape[0]
     i = 0
     for r in range(rows.shape[0]):
@@ -331,7 +336,7 @@ def _asof_mid(rows, ts, tape_ts, mid, out):  # pragma: no cover - numba
         while i < m and tape_ts[i] < ts[k]:
             i += 1
         if i > 0:
-            out[k] = mid[i - 1]
+            out[k] = (bid[i - 1] + ask[i - 1]) / 2
 
 
 @dataclass
@@ -377,13 +382,13 @@ def attach_arrays(ts: np.ndarray, tord: np.ndarray, sym: np.ndarray, sym_names: 
                         cols[c][rows] = 0.0
                 continue
             _asof_fill(rows, ts, tape.ts, tape.bid, tape.ask, tape.bid_size, tape.ask_size,
-                       tape.last, tape.cum_vol, tape.cum_buy, tape.mid, day.after_ns,
+                       tape.last, tape.cum_vol, tape.cum_buy, day.after_ns,
                        out["ctx_bid"], out["ctx_ask"], out["ctx_bid_size"], out["ctx_ask_size"],
                        out["ctx_last"], out["ctx_mkt_vol"], out["ctx_mkt_buy"],
                        out["ctx_mid_after"])
     ref = day.tapes.get(day.reference_symbol) if day.reference_symbol else None
     if ref is not None and ref.ts.size and "ctx_ref_mid" in cols:
-        _asof_mid(tord, ts, ref.ts, ref.mid, cols["ctx_ref_mid"])
+        _asof_mid(tord, ts, ref.ts, ref.bid, ref.ask, cols["ctx_ref_mid"])
     return cols
 
 
