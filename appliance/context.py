@@ -81,7 +81,10 @@ def _ffill(x: np.ndarray) -> np.ndarray:
 
 def tick_size(prices: np.ndarray) -> float:
     """Smallest positive step between distinct prices (rounded to 1e-9), NaN if unknown."""
-    p = np.unique(np.round(prices[np.isfinite(prices)], 9))
+    # the distinct raw prices first (a hash pass; a tape holds few): rounding them gives the
+    # same distinct rounded prices as rounding every row, without sorting every row
+    raw = pc.unique(pa.array(np.asarray(prices, np.float64))).to_numpy(zero_copy_only=False)
+    p = np.unique(np.round(raw[np.isfinite(raw)], 9))
     if p.size < 2:
         return float("nan")
     d = np.round(np.diff(p), 9)
