@@ -70,13 +70,50 @@ def _f64(col) -> np.ndarray:
     return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(), dtype=np.float64)
 
 
-def _ffill(x: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(x)
-    idx = np.where(ok, np.arange(x.size), 0)
-    np.maximum.accumulate(idx, out=idx)
-    out = x[idx]
-    out[~ok & (np.cumsum(ok) == 0)] = np.nan
+@njit(cache=True)
+def _ffill(x: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Each NaN replaced by the last value before it (NaN before the first value)."""
+    out = np.empty_like(x)
+    prev = np.nan
+    for i in range(x.shape[0]):
+        if not np.isnan(x[i]):
+            prev = x[i]
+        out[i] = prev
     return out
+
+
+@njit(cache=True)
+def _volumes(bid, ask, last, size):  # pragma: no cover - numba
+    """Cumulative traded volume and buyer-initiated volume per tape row (``bid``/``ask``
+    forward-filled; a trade is a row with a ``last``; its aggressor is judged against the quote
+    before it: at or through the ask, or above the mid and not at or through the bid, is a
+    buy). ``size`` as ``np.nan_to_num`` makes it; the sums run in row order, as ``np.cumsum``."""
+    n = last.shape[0]
+    cum_vol = np.empty(n)
+    cum_buy = np.empty(n)
+    vol = 0.0
+    buy = 0.0
+    for i in range(n):
+        price = last[i]
+        s = 0.0
+        if not np.isnan(price):
+            s = size[i]
+            if np.isnan(s):
+                s = 0.0
+            elif np.isinf(s):
+                s = 1.7976931348623157e308 if s > 0 else -1.7976931348623157e308
+            pb = bid[i - 1] if i > 0 else np.nan
+            pa = ask[i - 1] if i > 0 else np.nan
+            if price >= pa or (not (price <= pb) and price > (pb + pa) / 2):
+                buy += s
+            else:
+                buy += 0.0
+        else:
+            buy += 0.0
+        vol += s
+        cum_vol[i] = vol
+        cum_buy[i] = buy
+    return cum_vol, cum_buy
 
 
 def tick_size(prices: np.ndarray) -> float:
@@ -116,23 +153,23 @@ class _Tape:
 
     def __init__(self, market: pa.Table):
         ts = _i64(market.column("ts"))
-        order = np.argsort(ts, kind="stable")
-        self.ts = ts[order]
-        bid, ask = _f64(market.column("bid"))[order], _f64(market.column("ask"))[order]
+        # rows in time order (arrival order among equal times); usually already so: no gather
+        order = None if ts.size < 2 or (ts[1:] >= ts[:-1]).all() else \
+            np.argsort(ts, kind="stable")
+
+        def column(name: str) -> np.ndarray:
+            values = _f64(market.column(name))
+            return values if order is None else values[order]
+
+        # (a copy, not a view: the tape must not keep the market rows' buffers alive)
+        self.ts = (ts if ts.flags.owndata else ts.copy()) if order is None else ts[order]
+        bid, ask = column("bid"), column("ask")
         self.bid, self.ask = _ffill(bid), _ffill(ask)
-        self.bid_size = _ffill(_f64(market.column("bid_size"))[order])
-        self.ask_size = _ffill(_f64(market.column("ask_size"))[order])
-        last = _f64(market.column("last"))[order]
-        size = np.nan_to_num(_f64(market.column("last_size"))[order])
-        trade = ~np.isnan(last)
-        size = np.where(trade, size, 0.0)
+        self.bid_size = _ffill(column("bid_size"))
+        self.ask_size = _ffill(column("ask_size"))
+        last = column("last")
         # aggressor of each trade: against the quote prevailing before it
-        prev_bid = np.concatenate(([np.nan], self.bid[:-1]))
-        prev_ask = np.concatenate(([np.nan], self.ask[:-1]))
-        mid = (prev_bid + prev_ask) / 2
-        buy = trade & ((last >= prev_ask) | (~(last <= prev_bid) & (last > mid)))
-        self.cum_vol = np.cumsum(size)
-        self.cum_buy = np.cumsum(np.where(buy, size, 0.0))
+        self.cum_vol, self.cum_buy = _volumes(self.bid, self.ask, last, column("last_size"))
         self.last = _ffill(last)
         self.tick = tick_size(np.concatenate((bid, ask)))
 
